@@ -1,0 +1,99 @@
+"""The `ecgtl` command line. Commands parse options and call library functions; nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ecgtl import __version__
+from ecgtl.errors import EcgtlError
+
+
+class _Group(click.Group):
+    """Prints an `EcgtlError` as one line on stderr and exits 2, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EcgtlError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="ecgtl")
+def cli() -> None:
+    """ecgtl: transfer learning on 12-lead ECGs (PTB-XL -> G12EC), tracked with MLflow."""
+
+
+@cli.group(cls=_Group)
+def data() -> None:
+    """Read, download, prepare and inspect ECG datasets."""
+
+
+@data.command("inspect")
+@click.argument("dataset")
+@click.option("--label-set", default="shared18", show_default=True, help="Label set to count classes of.")
+@click.option("--fs", default=100.0, show_default=True, help="PTB-XL: 100 reads records100/, more reads records500/.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any record cannot be read.")
+def inspect_command(dataset: str, label_set: str, fs: float, strict: bool) -> None:
+    """Show what DATASET (a folder or a spec such as cinc:PATH) holds."""
+    from ecgtl.data.inspect import inspect_dataset
+
+    inspection = inspect_dataset(dataset, label_set=label_set, fs=fs)
+    click.echo(inspection.render())
+    if strict and inspection.problems:
+        raise EcgtlError(f"{len(inspection.problems)} records skipped; first: {inspection.problems[0].reason}")
+
+
+@data.command("prepare")
+@click.argument("spec")
+@click.option("--fs", default=100.0, show_default=True, help="Target sampling frequency (Hz).")
+@click.option("--length", "length_s", default=10.0, show_default=True, help="Seconds per record (crop/pad).")
+@click.option("--label-set", default="shared18", show_default=True)
+@click.option("--no-equivalences", is_flag=True, help="Do not merge the challenge's equivalent SNOMED codes.")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the stratified split (CinC data).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $ECGTL_CACHE_DIR or ~/.cache/ecgtl.")
+@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+@click.option("--strict", is_flag=True, help="Fail on the first record that cannot be read.")
+def prepare_command(spec: str, fs: float, length_s: float, label_set: str, no_equivalences: bool,
+                    split_seed: int, cache_dir: Path | None, workers: int | None, strict: bool) -> None:
+    """Build (or reuse) the preprocessed cache for SPEC and say where it is."""
+    import time
+
+    from ecgtl.data.cache import PrepareConfig, prepare
+
+    started = time.perf_counter()
+    config = PrepareConfig(spec=spec, fs=fs, length_s=length_s, label_set=label_set,
+                           equivalences=not no_equivalences, split_seed=split_seed)
+    prepared = prepare(config, cache_dir=cache_dir, strict=strict, workers=workers)
+    manifest = prepared.manifest
+    counts = ", ".join(f"{name} {count}" for name, count in manifest["counts"].items())
+    click.echo(f"cache     {prepared.path}")
+    click.echo(f"records   {counts}; {len(manifest['problems'])} skipped")
+    click.echo(f"shape     12 leads x {manifest['samples']} samples at {fs:g} Hz, {len(prepared.classes)} classes")
+    click.echo(f"cost      built in {manifest['seconds']:.2f} s; this call took {time.perf_counter() - started:.2f} s")
+
+
+@data.command("download")
+@click.argument("name", type=click.Choice(["ptbxl", "g12ec"]))
+@click.option("--to", "folder", type=click.Path(path_type=Path), required=True, help="Destination folder.")
+@click.option("--mirror", default=None, help="Base URL of a PhysioNet mirror (default https://physionet.org/files/).")
+def download_command(name: str, folder: Path, mirror: str | None) -> None:
+    """Download NAME from PhysioNet, verified against SHA256SUMS.txt; rerun to resume."""
+    from ecgtl.data.download import download, render_report
+
+    report = download(name, folder, mirror=mirror)
+    click.echo(render_report(report))
+    if report.failed:
+        raise EcgtlError(f"{len(report.failed)} files failed verification; first: {report.failed[0]}")
+
+
+def main() -> None:
+    cli(prog_name="ecgtl")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

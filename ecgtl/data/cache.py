@@ -1,0 +1,308 @@
+"""Preprocessed cache: one memory-mapped float32 array per split, plus labels, an index and a manifest.
+
+Policy (documented in the README):
+- every record is resampled to `fs` with scipy's polyphase filter (`resample_poly`);
+- records longer than `length_s` are centre-cropped (the first seconds often hold electrode-settling
+  artefacts), shorter ones are zero-padded at the end; `valid_samples` in the index says how much is real;
+- the cache key hashes exactly: spec, source fingerprint, fs, length, label set, equivalences, split seed and
+  `CACHE_FORMAT_VERSION`; a changed input makes a new cache, an unchanged one is reopened;
+- a cache is built in a temporary folder and renamed into place, so a killed `prepare` never leaves a cache
+  that later loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from multiprocessing import get_context
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+from ecgtl import __version__
+from ecgtl.data.records import STANDARD_LEADS, parse_header, read_signal
+from ecgtl.data.sources import RecordProblem, RecordSource, fingerprint_of, open_source, resolve_spec
+from ecgtl.data.splits import SPLITS
+from ecgtl.errors import DatasetError, RecordError
+
+# Bump when the cache's content for the same inputs would change (resampling, cropping, layout).
+CACHE_FORMAT_VERSION = "1"
+_CHUNK = 64
+_IN_PROCESS_BELOW = 256  # a process pool costs more than it saves for a handful of records
+
+
+def cache_root() -> Path:
+    """`$ECGTL_CACHE_DIR`, else `$XDG_CACHE_HOME/ecgtl`, else `~/.cache/ecgtl`."""
+    if os.environ.get("ECGTL_CACHE_DIR"):
+        return Path(os.environ["ECGTL_CACHE_DIR"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "ecgtl"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What a cache is built from; hashed (with the source fingerprint) into the cache key."""
+
+    spec: str = "synthetic:ptbxl?n=3000&seed=0"
+    fs: float = 100.0
+    length_s: float = 10.0
+    label_set: str = "shared18"
+    equivalences: bool = True
+    split_seed: int = 0
+
+
+def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis (identity when the rates match)."""
+    if fs_in == fs_out:
+        return signal
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    from scipy.signal import resample_poly
+
+    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+
+
+def crop_or_pad(signal: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
+    """Centre-crop or zero-pad (at the end) to `n_samples`; returns the array and how many samples are real."""
+    length = signal.shape[-1]
+    if length >= n_samples:
+        start = (length - n_samples) // 2
+        return signal[..., start:start + n_samples], n_samples
+    padded = np.zeros((*signal.shape[:-1], n_samples), dtype=signal.dtype)
+    padded[..., :length] = signal
+    return padded, length
+
+
+@dataclass(frozen=True)
+class _ReadTask:
+    header_paths: tuple[str, ...]
+    rows: tuple[int, ...]
+    gain_errata: Mapping[float, float]
+    fs_out: float | None
+    n_out: int
+    out_path: str | None
+
+
+def _run_read_task(task: _ReadTask) -> list[tuple[int, float, int, int, str | None]]:
+    """Read, resample and crop a chunk of records; write rows into the split's memmap when given.
+
+    Returns (row, fs, n_samples, valid_samples, problem) per record; `problem` is None when it read.
+    """
+    out = np.load(task.out_path, mmap_mode="r+") if task.out_path else None
+    results = []
+    for header_path, row in zip(task.header_paths, task.rows, strict=True):
+        try:
+            header = parse_header(header_path)
+            signal = read_signal(header, task.gain_errata)
+        except RecordError as exc:
+            results.append((row, float("nan"), 0, 0, str(exc)))
+            continue
+        valid = header.n_samples
+        if out is not None:
+            fixed, valid = crop_or_pad(resample(signal, header.fs, task.fs_out), task.n_out)
+            out[row] = fixed
+        results.append((row, header.fs, header.n_samples, valid, None))
+    if out is not None:
+        out.flush()
+    return results
+
+
+def _chunks(header_paths: Sequence[str], rows: Sequence[int], size: int) -> Iterator[tuple[tuple[str, ...], tuple[int, ...]]]:
+    for start in range(0, len(rows), size):
+        yield tuple(header_paths[start:start + size]), tuple(rows[start:start + size])
+
+
+def _run_tasks(tasks: list[_ReadTask], n_records: int, workers: int | None, label: str,
+               progress: bool) -> list[tuple[int, float, int, int, str | None]]:
+    """Run read tasks on all cores with a progress bar; results in task order."""
+    workers = workers or os.cpu_count() or 1
+    results: dict[int, list] = {}
+    with click.progressbar(length=n_records, label=label, file=sys.stderr,
+                           hidden=not progress) as bar:
+        if workers <= 1 or n_records < _IN_PROCESS_BELOW:
+            for i, task in enumerate(tasks):
+                results[i] = _run_read_task(task)
+                bar.update(len(task.rows))
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+                futures = {pool.submit(_run_read_task, task): i for i, task in enumerate(tasks)}
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update(len(tasks[futures[future]].rows))
+    return [item for i in range(len(tasks)) for item in results[i]]
+
+
+def scan_records(source: RecordSource, workers: int | None = None,
+                 progress: bool = True) -> tuple[pd.DataFrame, list[RecordProblem]]:
+    """Read every record of a source (no writing): per-record fs, length and problems, for `inspect`."""
+    paths = list(source.index["header_path"])
+    tasks = [_ReadTask(p, r, source.gain_errata, None, 0, None) for p, r in _chunks(paths, range(len(paths)), _CHUNK)]
+    results = _run_tasks(tasks, len(paths), workers, "reading", progress)
+    frame = source.index.copy()
+    frame["fs"] = [r[1] for r in results]
+    frame["n_samples"] = [r[2] for r in results]
+    frame["problem"] = [r[4] for r in results]
+    problems = list(source.problems) + [
+        RecordProblem(rid, path, result[4])
+        for rid, path, result in zip(frame["record_id"], frame["header_path"], results, strict=True)
+        if result[4]
+    ]
+    return frame, problems
+
+
+def cache_key(config: PrepareConfig, fingerprint: str) -> str:
+    payload = {**asdict(config), "fingerprint": fingerprint, "format": CACHE_FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass
+class SplitData:
+    """One split of a prepared cache: signals [n, 12, samples] (memmap), labels [n, classes], index rows."""
+
+    signals: np.ndarray
+    labels: np.ndarray
+    index: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class PreparedData:
+    """A finished cache on disk."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classes"])
+
+    @property
+    def fs(self) -> float:
+        return float(self.manifest["config"]["fs"])
+
+    def split(self, name: str) -> SplitData:
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        index = pd.read_csv(self.path / "index.csv", dtype={"record_id": str})
+        return SplitData(
+            signals=np.load(self.path / f"{name}.npy", mmap_mode="r"),
+            labels=np.load(self.path / f"{name}_labels.npy"),
+            index=index[index["split"] == name].reset_index(drop=True),
+        )
+
+
+def load_cache(path: Path) -> PreparedData:
+    manifest_path = Path(path) / "manifest.json"
+    if not manifest_path.exists():
+        raise DatasetError(f"{path}: not a finished ecgtl cache (no manifest.json)")
+    return PreparedData(Path(path), json.loads(manifest_path.read_text()))
+
+
+def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool = False,
+            workers: int | None = None, progress: bool = True) -> PreparedData:
+    """Build (or reopen) the cache for `config`. `strict` turns any skipped record into an error."""
+    if config.fs <= 0 or config.length_s <= 0:
+        raise DatasetError(f"fs and length must be positive (got fs={config.fs}, length={config.length_s})")
+    spec = resolve_spec(config.spec)
+    root = Path(cache_dir) if cache_dir else cache_root()
+    key = cache_key(config, fingerprint_of(spec))
+    final = root / key
+    if (final / "manifest.json").exists():
+        cached = load_cache(final)
+        if strict and cached.manifest["problems"]:
+            raise RecordError(cached.manifest["problems"][0]["reason"])
+        return cached
+
+    started = time.perf_counter()
+    source = open_source(spec, fs=config.fs)
+    if strict and source.problems:
+        raise RecordError(source.problems[0].reason)
+    labels, classes = source.label_matrix(config.label_set, equivalences=config.equivalences)
+    split = source.splits(config.split_seed, root / "splits")
+    n_out = int(round(config.length_s * config.fs))
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    try:
+        index = source.index.drop(columns=["codes"]).assign(split=split)
+        index["row"] = 0
+        tasks = []
+        for name in SPLITS:
+            members = np.flatnonzero(split == name)
+            index.loc[members, "row"] = np.arange(len(members))
+            out_path = tmp / f"{name}.npy"
+            np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32,
+                                      shape=(len(members), len(STANDARD_LEADS), n_out)).flush()
+            paths = list(source.index["header_path"].iloc[members])
+            tasks += [_ReadTask(p, r, source.gain_errata, config.fs, n_out, str(out_path))
+                      for p, r in _chunks(paths, list(range(len(members))), _CHUNK)]
+        order = np.concatenate([np.flatnonzero(split == name) for name in SPLITS])
+        results = _run_tasks(tasks, len(order), workers, f"preparing {spec.short_name} @ {config.fs:g} Hz", progress)
+        index.loc[order, "fs_original"] = [r[1] for r in results]
+        index.loc[order, "samples_original"] = [r[2] for r in results]
+        index.loc[order, "valid_samples"] = [r[3] for r in results]
+        failed = np.zeros(len(index), dtype=bool)
+        problems = list(source.problems)
+        for position, result in zip(order, results, strict=True):
+            if result[4]:
+                failed[position] = True
+                problems.append(RecordProblem(index.at[position, "record_id"], index.at[position, "header_path"], result[4]))
+        if strict and failed.any():
+            raise RecordError(problems[len(source.problems)].reason)
+        kept = _write_splits(tmp, index, labels, split, failed)
+        elapsed = time.perf_counter() - started
+        manifest = {
+            "config": asdict(config),
+            "resolved_spec": str(spec),
+            "key": key,
+            "classes": list(classes),
+            "leads": list(STANDARD_LEADS),
+            "samples": n_out,
+            "counts": {name: int((kept["split"] == name).sum()) for name in SPLITS},
+            "code_version": __version__,
+            "format_version": CACHE_FORMAT_VERSION,
+            "seconds": round(elapsed, 3),
+            "problems": [asdict(p) for p in problems],
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished the same cache first; theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_cache(final)
+
+
+def _write_splits(tmp: Path, index: pd.DataFrame, labels: np.ndarray, split: np.ndarray,
+                  failed: np.ndarray) -> pd.DataFrame:
+    """Labels and index per split; drops rows of records that failed to read (compacting the memmap)."""
+    for name in SPLITS:
+        members = np.flatnonzero(split == name)
+        bad = failed[members]
+        if bad.any():
+            old_path = tmp / f"{name}.npy"
+            old = np.load(old_path, mmap_mode="r")
+            compact = np.lib.format.open_memmap(tmp / f"{name}.compact.npy", mode="w+", dtype=np.float32,
+                                                shape=(int((~bad).sum()), *old.shape[1:]))
+            compact[:] = old[~bad]
+            compact.flush()
+            del old, compact
+            (tmp / f"{name}.compact.npy").replace(old_path)
+        np.save(tmp / f"{name}_labels.npy", labels[members[~bad]])
+        index.loc[members[~bad], "row"] = np.arange(int((~bad).sum()))
+    kept = index[~failed].reset_index(drop=True)
+    kept.to_csv(tmp / "index.csv", index=False)
+    return kept

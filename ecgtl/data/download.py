@@ -1,0 +1,175 @@
+"""`ecgtl data download`: fetch PTB-XL 1.0.3 or the Georgia part of the CinC 2021 training set.
+
+Files come through wfdb's PhysioNet downloader (`dl_pn_file`: it appends to partially downloaded files and
+can point at a mirror via `db_index_url`). Every file is verified against the release's `SHA256SUMS.txt`;
+a mismatch is reported and the file fetched again, never kept. Verified files are remembered in a small
+ledger so an interrupted download resumes without re-hashing what was already checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from ecgtl.errors import EcgtlError
+
+PHYSIONET_FILES_URL = "https://physionet.org/files/"
+_LEDGER = ".ecgtl-download.json"
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    database: str  # PhysioNet path "name/version"
+    prefix: str  # only files under this path of the release
+    description: str
+
+
+RELEASES: dict[str, Release] = {
+    "ptbxl": Release("ptbxl", "ptb-xl/1.0.3", "", "PTB-XL 1.0.3 (21 837 records, 100 and 500 Hz)"),
+    "g12ec": Release("g12ec", "challenge-2021/1.0.3", "training/georgia/",
+                     "Georgia 12-lead ECG challenge database (CinC 2021 training set, 10 344 records)"),
+}
+
+
+@dataclass
+class DownloadReport:
+    release: str
+    folder: Path
+    files: int = 0
+    fetched: int = 0
+    already_verified: int = 0
+    refetched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def parse_checksums(text: str, prefix: str = "") -> dict[str, str]:
+    """`sha256sum` lines ('HASH  path') -> {path: hash}, keeping paths under `prefix`."""
+    checksums = {}
+    for line in text.splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            continue
+        digest, path = parts[0].lower(), parts[1].strip().lstrip("*").removeprefix("./")
+        if path.startswith(prefix):
+            checksums[path] = digest
+    return checksums
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch_text(url: str) -> str:
+    from wfdb.io import _url
+
+    try:
+        with _url.openurl(url, "rb") as handle:
+            return handle.read().decode()
+    except Exception as exc:  # network errors come in many types
+        raise EcgtlError(f"{url}: cannot fetch checksum list ({exc})") from None
+
+
+def _load_ledger(folder: Path) -> dict[str, list[int]]:
+    try:
+        return json.loads((folder / _LEDGER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _save_ledger(folder: Path, ledger: dict[str, list[int]]) -> None:
+    tmp = folder / f"{_LEDGER}.tmp"
+    tmp.write_text(json.dumps(ledger))
+    tmp.replace(folder / _LEDGER)
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def download(name: str, folder: Path, mirror: str | None = None, progress: bool = True) -> DownloadReport:
+    """Download (or resume) a release into `folder`, verifying every file's SHA-256."""
+    from wfdb.io import download as wfdb_download
+
+    if name not in RELEASES:
+        raise EcgtlError(f"unknown dataset {name!r}; choose from {', '.join(RELEASES)}")
+    release = RELEASES[name]
+    index_url = (mirror or PHYSIONET_FILES_URL).rstrip("/") + "/"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    checksums = parse_checksums(
+        _fetch_text(posixpath.join(index_url, release.database, "SHA256SUMS.txt")), release.prefix
+    )
+    if not checksums:
+        raise EcgtlError(f"{release.database}/SHA256SUMS.txt lists no files under {release.prefix!r}")
+    report = DownloadReport(name, folder, files=len(checksums))
+    ledger = _load_ledger(folder)
+    previous_url = wfdb_download.config.db_index_url
+    wfdb_download.set_db_index_url(index_url)
+    try:
+        with click.progressbar(sorted(checksums.items()), label=f"downloading {name}", file=sys.stderr,
+                               hidden=not progress, item_show_func=lambda item: item[0] if item else "") as bar:
+            for position, (relative, digest) in enumerate(bar):
+                local = folder / relative
+                if relative in ledger and local.exists() and ledger[relative] == _stamp(local):
+                    report.already_verified += 1
+                    continue
+                if _fetch_verified(wfdb_download, release, folder, relative, digest, report):
+                    ledger[relative] = _stamp(local)
+                    report.fetched += 1
+                else:
+                    report.failed.append(relative)
+                if position % 200 == 0:
+                    _save_ledger(folder, ledger)
+    finally:
+        wfdb_download.set_db_index_url(previous_url)
+        _save_ledger(folder, ledger)
+    return report
+
+
+def _fetch_verified(wfdb_download, release: Release, folder: Path, relative: str, digest: str,
+                    report: DownloadReport) -> bool:
+    """Fetch one file (resuming a partial one) until its checksum matches, at most `_ATTEMPTS` times."""
+    local = folder / relative
+    subdir, basefile = posixpath.split(relative)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(_ATTEMPTS):
+        try:
+            wfdb_download.dl_pn_file((basefile, subdir, release.database, str(folder), True, False))
+        except Exception as exc:  # interrupted transfer: keep what arrived, wfdb appends the rest next time
+            click.echo(f"{relative}: transfer failed ({exc}); retrying", err=True)
+            continue
+        if local.exists() and sha256_of(local) == digest:
+            return True
+        click.echo(f"{relative}: checksum mismatch; discarding and fetching again", err=True)
+        if relative not in report.refetched:
+            report.refetched.append(relative)
+        local.unlink(missing_ok=True)
+    if local.exists() and sha256_of(local) != digest:
+        local.unlink()
+    return False
+
+
+def render_report(report: DownloadReport) -> str:
+    lines = [
+        f"{report.release}: {report.files} files in {report.folder}",
+        f"  fetched and verified {report.fetched}, already verified {report.already_verified}",
+    ]
+    if report.refetched:
+        lines.append(f"  checksum mismatches re-fetched: {len(report.refetched)} ({', '.join(report.refetched[:5])})")
+    if report.failed:
+        lines.append(f"  FAILED after {_ATTEMPTS} attempts: {len(report.failed)} ({', '.join(report.failed[:5])})")
+    return os.linesep.join(lines)

@@ -1,0 +1,131 @@
+"""Fixtures: every test builds its own files (wfdb-written records, scipy `.mat`, hand-written headers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import wfdb
+
+from ecgtl.data.records import STANDARD_LEADS
+
+SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ecg-samples"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache folder, so nothing leaks between tests or into ~/.cache."""
+    monkeypatch.setenv("ECGTL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def shared_samples() -> Path:
+    if not SHARED_SAMPLES.exists():
+        pytest.skip(f"real samples not present at {SHARED_SAMPLES}")
+    return SHARED_SAMPLES
+
+
+def ecg_like(n_leads: int, n_samples: int, fs: float, seed: int = 0) -> np.ndarray:
+    """A smooth, ECG-scaled test signal in mV [leads, samples] (beats as Gaussian bumps plus a little noise)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_samples) / fs
+    beats = np.zeros(n_samples)
+    for centre in np.arange(0.3, t[-1], 0.8):
+        beats += np.exp(-0.5 * ((t - centre) / 0.012) ** 2) - 0.2 * np.exp(-0.5 * ((t - centre - 0.25) / 0.05) ** 2)
+    weights = rng.uniform(-1.5, 1.5, size=(n_leads, 1))
+    return (weights * beats + 0.02 * rng.standard_normal((n_leads, n_samples))).astype(np.float64)
+
+
+def write_wfdb(folder: Path, name: str, signal_mv: np.ndarray, fs: float, leads=STANDARD_LEADS,
+               comments: list[str] | None = None) -> Path:
+    """A format-16 WFDB record written by wfdb itself (gain 1000/mV)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * len(leads), sig_name=list(leads), p_signal=signal_mv.T,
+                fmt=["16"] * len(leads), adc_gain=[1000.0] * len(leads), baseline=[0] * len(leads),
+                comments=comments or [], write_dir=str(folder))
+    return folder / f"{name}.hea"
+
+
+def write_cinc(folder: Path, name: str, digital: np.ndarray, fs: int = 500, dx: str | None = "164873001",
+               age: str = "60", sex: str = "Male", gain: str = "1000/mV", record_line_name: str | None = None,
+               dx_key: str = "#Dx:", leads=STANDARD_LEADS, mat_format: str = "4") -> Path:
+    """A CinC record: `.mat` (key `val`, int16 [leads, samples]) via scipy, plus a hand-written header."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(folder / f"{name}.mat", {"val": digital.astype(np.int16)}, format=mat_format)
+    n_leads, n_samples = digital.shape
+    lines = [f"{record_line_name or name} {n_leads} {fs} {n_samples} 05-May-2020 14:50:55"]
+    for i, lead in enumerate(leads):
+        lines.append(f"{name}.mat 16+24 {gain} 16 0 {int(digital[i, 0])} 0 0 {lead}")
+    lines += [f"#Age: {age}", f"#Sex: {sex}"]
+    if dx is not None:
+        lines.append(f"{dx_key} {dx}")
+    lines += ["#Rx: Unknown", "#Hx: Unknown"]
+    header = folder / f"{name}.hea"
+    header.write_text("\n".join(lines) + "\n")
+    return header
+
+
+def digital_ecg(n_samples: int = 5000, fs: float = 500, seed: int = 0, n_leads: int = 12) -> np.ndarray:
+    return np.round(ecg_like(n_leads, n_samples, fs, seed) * 1000).astype(np.int16)
+
+
+@pytest.fixture
+def cinc_folder(tmp_path) -> Path:
+    """A small CinC-layout folder with nested subfolders and 24 readable records of varied labels."""
+    root = tmp_path / "cinc"
+    codes = ["164873001", "270492004", "59118001", "713427006,164873001", "426783006", "111975006"]
+    for i in range(24):
+        write_cinc(root / f"g{i % 2 + 1}", f"E{i + 1:05d}", digital_ecg(seed=i), dx=codes[i % len(codes)])
+    return root
+
+
+SCP_STATEMENTS = pd.DataFrame(
+    [
+        ("NORM", 1.0, None, None, "NORM", "NORM"),
+        ("IMI", 1.0, None, None, "MI", "IMI"),
+        ("ASMI", 1.0, None, None, "MI", "AMI"),
+        ("LVH", 1.0, None, None, "HYP", "LVH"),
+        ("NDT", 1.0, 1.0, None, "STTC", "STTC"),
+        ("CRBBB", 1.0, None, None, "CD", "CRBBB"),
+        ("1AVB", 1.0, None, None, "CD", "_AVB"),
+        ("LVOLT", None, 1.0, None, None, None),
+        ("SR", None, None, 1.0, None, None),
+        ("AFIB", None, None, 1.0, None, None),
+    ],
+    columns=["code", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"],
+).set_index("code")
+
+
+def write_ptbxl(root: Path, n: int = 30, fs_list=(100,), seed: int = 0, missing: tuple[int, ...] = ()) -> Path:
+    """A native PTB-XL folder: database CSV, scp_statements.csv and WFDB records (10 s)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    SCP_STATEMENTS.rename_axis(None).to_csv(root / "scp_statements.csv")
+    choices = ["{'NORM': 100.0, 'SR': 0.0}", "{'IMI': 50.0, 'LVH': 100.0, 'SR': 0.0}",
+               "{'CRBBB': 100.0, 'AFIB': 0.0}", "{'1AVB': 100.0, 'NDT': 50.0, 'LVOLT': 0.0}"]
+    rows = []
+    for ecg_id in range(1, n + 1):
+        folder = f"{(ecg_id // 1000) * 1000:05d}"
+        lr, hr = f"records100/{folder}/{ecg_id:05d}_lr", f"records500/{folder}/{ecg_id:05d}_hr"
+        rows.append({
+            "ecg_id": ecg_id, "patient_id": float(ecg_id // 2), "age": float(rng.integers(20, 90)),
+            "sex": int(rng.integers(0, 2)), "scp_codes": choices[ecg_id % len(choices)],
+            "strat_fold": (ecg_id % 10) + 1, "filename_lr": lr, "filename_hr": hr,
+        })
+        if ecg_id in missing:
+            continue
+        for fs, name in ((100, lr), (500, hr)):
+            if fs in fs_list:
+                # PTB-XL names the augmented limb leads in capitals.
+                leads = [lead.upper() if lead.startswith("a") else lead for lead in STANDARD_LEADS]
+                write_wfdb(root / Path(name).parent, Path(name).name, ecg_like(12, 10 * fs, fs, ecg_id), fs, leads)
+    pd.DataFrame(rows).to_csv(root / "ptbxl_database.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def ptbxl_folder(tmp_path) -> Path:
+    return write_ptbxl(tmp_path / "ptbxl", n=30, missing=(7,))

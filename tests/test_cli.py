@@ -1,0 +1,86 @@
+"""The `ecgtl` command line: help, inspect, prepare, one-line errors, and the real shared samples."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ecgtl.cli import cli
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands():
+    result = _run("--help")
+    assert result.exit_code == 0 and "data" in result.output
+    data_help = _run("data", "--help").output
+    for command in ("inspect", "prepare", "download"):
+        assert command in data_help
+
+
+def test_inspect_cinc_folder(cinc_folder):
+    next(cinc_folder.rglob("E00002.mat")).write_bytes(b"")
+    result = _run("data", "inspect", str(cinc_folder))
+    assert result.exit_code == 0
+    assert "CinC" in result.output
+    assert "23 readable of 24 listed, 1 skipped" in result.output
+    assert "E00002.mat: empty payload file" in result.output
+    assert "500 Hz: 23" in result.output
+    strict = CliRunner().invoke(cli, ["data", "inspect", "--strict", str(cinc_folder)])
+    assert strict.exit_code == 2 and "E00002.mat: empty payload file" in strict.output
+
+
+def test_inspect_ptbxl_folder_reports_missing_records(ptbxl_folder):
+    result = _run("data", "inspect", f"ptbxl:{ptbxl_folder}")
+    assert result.exit_code == 0
+    assert "PTB-XL native" in result.output and "29 readable of 30 listed, 1 skipped" in result.output
+    assert "00007_lr.hea: record file not found" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data", "inspect", "/no/such/folder"], "/no/such/folder: no such folder"),
+        (["data", "prepare", "cinc:/no/such/folder"], "/no/such/folder: dataset path does not exist"),
+        (["data", "inspect", "--label-set", "bogus", "{cinc}"], "unknown label set 'bogus'"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(cinc_folder, tmp_path, args, message):
+    args = [a.replace("{cinc}", str(cinc_folder)) for a in args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_wrong_layout_is_one_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    result = CliRunner().invoke(cli, ["data", "inspect", str(tmp_path)])
+    assert result.exit_code == 2 and "neither PTB-XL layout" in result.output
+
+
+def test_prepare_prints_location_and_reuses(cinc_folder, tmp_path):
+    args = ["data", "prepare", f"cinc:{cinc_folder}", "--cache-dir", str(tmp_path)]
+    first, second = _run(*args), _run(*args)
+    assert first.exit_code == 0 and str(tmp_path) in first.output
+    location = [line for line in first.output.splitlines() if line.startswith("cache")]
+    assert location == [line for line in second.output.splitlines() if line.startswith("cache")]
+
+
+def test_inspect_real_cinc_samples(shared_samples):
+    result = _run("data", "inspect", str(shared_samples / "cinc2021-smoke"))
+    assert result.exit_code == 0
+    assert "70 readable of 70 listed, 0 skipped" in result.output
+    assert "1000 Hz: 10" in result.output and "500 Hz: 60" in result.output
+    for origin in ("Georgia 10", "PTB 10", "PTB-XL 10", "CPSC 10", "CPSC-Extra 10", "Chapman-Shaoxing/Ningbo 20"):
+        assert origin in result.output
+    assert "CRBBB" in result.output
+
+
+def test_inspect_real_ptbxl_excerpt(shared_samples):
+    result = _run("data", "inspect", str(shared_samples / "ptbxl-excerpt"))
+    assert result.exit_code == 0
+    assert "PTB-XL native" in result.output and "1 readable of 64 listed, 63 skipped" in result.output
