@@ -1,10 +1,10 @@
-"""Cache benchmark: wfdb.rdsamp loop vs `ecgtl data prepare`, and reopening the cache.
+"""Data benchmark: synthetic generation, wfdb.rdsamp loop vs `ecgtl data prepare`, reopening the cache.
 
-Writes N PTB-XL-shaped records (native layout, 100 Hz, 10 s, format 16) into a temp folder and prints
-records/s for both readers, the speed-up, and the time to reopen a finished cache (also at PTB-XL size:
-21 837 records, reopened from a cache built by `prepare`).
+Generates N PTB-XL-layout records (100 Hz, 10 s, format 16) with the synthetic generator, then prints
+records/s for the wfdb.rdsamp loop and for `prepare`, and the time to reopen the finished cache. With
+--full it also generates PTB-XL size (21 837 records, 100 Hz, all files) and times prepare/reopen there.
 
-    python benchmarks/bench_cache.py [--n 2000] [--reopen-n 21837]
+    python benchmarks/bench_cache.py [--n 2000] [--full]
 """
 
 from __future__ import annotations
@@ -15,73 +15,46 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import wfdb
 
 from ecgtl.data.cache import PrepareConfig, prepare
-from ecgtl.data.records import write_format16
-
-PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
+from ecgtl.data.synthetic import FULL_SIZE, SynthConfig, generate
 
 
-def write_ptbxl_like(root: Path, n: int, fs: int = 100) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"description": ["left ventricular hypertrophy"], "diagnostic": [1.0], "form": [None],
-                  "rhythm": [None], "diagnostic_class": ["HYP"], "diagnostic_subclass": ["LVH"]},
-                 index=["LVH"]).to_csv(root / "scp_statements.csv")
-    rows = []
-    for ecg_id in range(1, n + 1):
-        name = f"records100/{ecg_id // 1000 * 1000:05d}/{ecg_id:05d}_lr"
-        signal = np.cumsum(rng.standard_normal((12, 10 * fs)), axis=1) * 0.01
-        write_format16(root / Path(name).parent, Path(name).name, signal, fs, leads=PTBXL_LEADS)
-        rows.append({"ecg_id": ecg_id, "patient_id": ecg_id, "age": 50, "sex": 0,
-                     "scp_codes": "{'LVH': 100.0}" if ecg_id % 7 == 0 else "{'NORM': 100.0}",
-                     "strat_fold": ecg_id % 10 + 1, "filename_lr": name, "filename_hr": name.replace("100", "500")})
-    pd.DataFrame(rows).to_csv(root / "ptbxl_database.csv", index=False)
-    return root
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--reopen-n", type=int, default=21837, help="records for the reopen timing (0 to skip)")
+    parser.add_argument("--full", action="store_true", help="also generate and prepare PTB-XL size")
     args = parser.parse_args()
+    print(f"cores                      {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["ECGTL_CACHE_DIR"] = str(tmp / "cache")
-        root = write_ptbxl_like(tmp / "ptbxl", args.n)
+        root, seconds = timed(generate, SynthConfig(like="ptbxl", n=args.n, seed=0), tmp / "ptbxl", progress=False)
+        print(f"synthesise {args.n} records   {seconds:8.1f} s  ({args.n / seconds:.0f} records/s)")
         headers = sorted(root.rglob("*.hea"))
-
-        started = time.perf_counter()
-        for header in headers:
-            wfdb.rdsamp(str(header.with_suffix("")))
-        wfdb_rate = len(headers) / (time.perf_counter() - started)
-
-        started = time.perf_counter()
-        prepared = prepare(PrepareConfig(spec=f"ptbxl:{root}"), progress=False)
-        prepare_rate = args.n / (time.perf_counter() - started)
-
-        started = time.perf_counter()
-        prepare(PrepareConfig(spec=f"ptbxl:{root}"), progress=False).split("train").signals[0].sum()
-        reopen = time.perf_counter() - started
-        print(f"cores                 {os.cpu_count()}")
-        print(f"records               {args.n} (100 Hz, 10 s, format 16)")
-        print(f"wfdb.rdsamp loop      {wfdb_rate:8.0f} records/s")
-        print(f"ecgtl data prepare    {prepare_rate:8.0f} records/s  ({prepare_rate / wfdb_rate:.1f}x)")
-        print(f"reopen cache          {reopen * 1000:8.1f} ms  ({sum(prepared.manifest['counts'].values())} records)")
-
-        if args.reopen_n:
-            big = write_ptbxl_like(tmp / "ptbxl_full", args.reopen_n)
-            started = time.perf_counter()
-            prepare(PrepareConfig(spec=f"ptbxl:{big}"), progress=False)
-            built = time.perf_counter() - started
-            started = time.perf_counter()
-            prepare(PrepareConfig(spec=f"ptbxl:{big}"), progress=False).split("train").signals[0].sum()
-            reopen = time.perf_counter() - started
-            print(f"prepare {args.reopen_n} records {built:8.1f} s  ({args.reopen_n / built:.0f} records/s)")
-            print(f"reopen {args.reopen_n} records  {reopen * 1000:8.1f} ms")
+        _, seconds = timed(lambda: [wfdb.rdsamp(str(h.with_suffix(""))) for h in headers])
+        wfdb_rate = len(headers) / seconds
+        prepared, seconds = timed(prepare, PrepareConfig(spec=f"ptbxl:{root}"), progress=False)
+        prepare_rate = args.n / seconds
+        _, reopen = timed(lambda: prepare(PrepareConfig(spec=f"ptbxl:{root}"), progress=False).split("train").signals[0].sum())
+        print(f"wfdb.rdsamp loop           {wfdb_rate:8.0f} records/s")
+        print(f"ecgtl data prepare         {prepare_rate:8.0f} records/s  ({prepare_rate / wfdb_rate:.1f}x)")
+        print(f"reopen cache               {reopen * 1000:8.1f} ms  ({sum(prepared.manifest['counts'].values())} records)")
+        if args.full:
+            n = FULL_SIZE["ptbxl"]
+            big, seconds = timed(generate, SynthConfig(like="ptbxl", n=n, seed=0), tmp / "full", progress=False)
+            print(f"synthesise {n} records  {seconds:8.1f} s  (PTB-XL size, 100 Hz, all files)")
+            _, seconds = timed(prepare, PrepareConfig(spec=f"ptbxl:{big}"), progress=False)
+            print(f"prepare {n} records     {seconds:8.1f} s  ({n / seconds:.0f} records/s)")
+            _, reopen = timed(lambda: prepare(PrepareConfig(spec=f"ptbxl:{big}"), progress=False).split("train").signals[0].sum())
+            print(f"reopen {n} records      {reopen * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,44 @@ def download_command(name: str, folder: Path, mirror: str | None) -> None:
         raise EcgtlError(f"{len(report.failed)} files failed verification; first: {report.failed[0]}")
 
 
+@data.command("synth")
+@click.option("--like", required=True, help="Layout to write: ptbxl (native PTB-XL) or g12ec (CinC 2021).")
+@click.option("--n", type=int, required=True, help="Number of records.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="A new (or empty) folder.")
+@click.option("--rates", default="100", show_default=True, help="PTB-XL: 100, 500 or 100,500.")
+@click.option("--noiseless", is_flag=True, help="No baseline wander, EMG, hum or gain differences.")
+@click.option("--workers", type=int, default=None, help="Processes (default: all cores).")
+def synth_command(like: str, n: int, seed: int, out: Path, rates: str, noiseless: bool, workers: int | None) -> None:
+    """Write a synthetic dataset in a real PhysioNet layout (same seed, same bytes)."""
+    import time
+
+    from ecgtl.data.synthetic import SynthConfig, generate
+
+    try:
+        rate_list = tuple(int(r) for r in rates.split(","))
+    except ValueError:
+        raise EcgtlError(f"--rates must be integers such as 100,500, got {rates!r}") from None
+    started = time.perf_counter()
+    folder = generate(SynthConfig(like=like, n=n, seed=seed, rates=rate_list, noise=not noiseless), out,
+                      workers=workers)
+    click.echo(f"wrote {n} {like} records to {folder} in {time.perf_counter() - started:.1f} s")
+
+
+@data.command("plot")
+@click.argument("source")
+@click.option("--record", "record_id", default=None, help="Record id (not needed for a .hea file).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="x.html (self-contained) or x.png.")
+@click.option("--gallery", is_flag=True, help="One example per class of the label set instead of one record.")
+@click.option("--label-set", default="shared18", show_default=True)
+@click.option("--fs", default=500.0, show_default=True, help="PTB-XL: 100 reads records100/, more reads records500/.")
+def plot_command(source: str, record_id: str | None, out: Path, gallery: bool, label_set: str, fs: float) -> None:
+    """Draw a 12-lead ECG of SOURCE (a .hea file, folder or spec) on ECG paper, or a gallery of classes."""
+    from ecgtl.data.plot import plot_source
+
+    click.echo(f"wrote {plot_source(source, out, record_id=record_id, gallery=gallery, label_set=label_set, fs=fs)}")
+
+
 def main() -> None:
     cli(prog_name="ecgtl")
 

@@ -1,0 +1,38 @@
+"""Saving Plotly figures: self-contained HTML (plotly.js embedded once per page, so it renders offline), PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from ecgtl.errors import EcgtlError
+
+
+def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl") -> str:
+    """One HTML page holding several figures, with plotly.js embedded once (about 4.7 MB)."""
+    parts = [
+        figure.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+        for i, figure in enumerate(figures)
+    ]
+    body = "\n".join(parts)
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{body}</body></html>"
+
+
+def save_figure(figure: go.Figure, path: str | Path, scale: float = 1.0) -> Path:
+    """Write `.html` (self-contained) or `.png` (kaleido, needs a Chromium on PATH) by the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".html":
+        path.write_text(figures_to_html([figure], title=path.stem), encoding="utf-8")
+    elif suffix == ".png":
+        try:
+            figure.write_image(path, scale=scale)
+        except Exception as exc:  # kaleido raises several types when Chromium is missing
+            raise EcgtlError(f"{path}: PNG export failed ({str(exc).splitlines()[0]}); install kaleido and "
+                             "Chromium, or write .html") from None
+    else:
+        raise EcgtlError(f"{path}: unsupported figure format {suffix or '(none)'}; use .html or .png")
+    return path
