@@ -1,0 +1,249 @@
+"""Discrimination metrics for multi-label ECG classifiers, with bootstrap confidence intervals.
+
+- AUC: scikit-learn's `roc_auc_score` per class; macro AUC averages the classes that have both positives and
+  negatives in the evaluated set (the others are reported as skipped, with the reason); micro AUC pools all
+  (record, class) pairs.
+- F-max as in Strodthoff et al. 2020 (after the CAFA protein-function benchmark): for a threshold t,
+  precision is averaged over records with at least one prediction >= t, recall over records with at least one
+  true label; F-max is the best harmonic mean over t in 0, 0.01, ..., 1.
+- Bootstrap: percentile intervals over resamples of records (seeded). Resamples are drawn once as count
+  weights and every AUC is computed from them with a weighted Mann-Whitney statistic (ties count one half),
+  vectorised over resamples: 1 000 resamples of 2 000 x 18 take about a second.
+- Paired bootstrap: two models scored on the same records, resampled together; the one-sided p-value is the
+  share of resamples in which model A is not better than model B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+from ecgtl.errors import EvaluationError
+
+
+def validate(y_true: np.ndarray, scores: np.ndarray, what: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+    """Check a label matrix and a score matrix: same 2-D shape, non-empty, finite, labels in {0, 1}."""
+    y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=float)
+    if y_true.ndim != 2 or scores.ndim != 2:
+        raise EvaluationError(f"labels and {what} must be 2-D [records, classes]; got {y_true.shape} and {scores.shape}")
+    if y_true.shape != scores.shape:
+        raise EvaluationError(f"labels {y_true.shape} and {what} {scores.shape} differ in shape")
+    if y_true.shape[0] == 0 or y_true.shape[1] == 0:
+        raise EvaluationError(f"empty evaluation set: {y_true.shape[0]} records, {y_true.shape[1]} classes")
+    if not np.isfinite(scores).all():
+        raise EvaluationError(f"{what} contain {int((~np.isfinite(scores)).sum())} NaN or infinite values")
+    if not np.isin(y_true, (0, 1)).all():
+        raise EvaluationError("labels must be 0 or 1; found " + ", ".join(map(str, np.unique(y_true[~np.isin(y_true, (0, 1))])[:5])))
+    return y_true.astype(np.int8), scores
+
+
+def skipped_classes(y_true: np.ndarray, classes: Sequence[str]) -> dict[str, str]:
+    """Classes whose AUC is undefined in this set, with the reason."""
+    positives = y_true.sum(axis=0)
+    skipped = {}
+    for name, count in zip(classes, positives, strict=True):
+        if count == 0:
+            skipped[name] = "no positive records"
+        elif count == len(y_true):
+            skipped[name] = "no negative records"
+    return skipped
+
+
+def per_class_auc(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC per class (NaN where a class lacks positives or negatives)."""
+    y_true, scores = validate(y_true, scores)
+    result = np.full(y_true.shape[1], np.nan)
+    for j in range(y_true.shape[1]):
+        if 0 < y_true[:, j].sum() < len(y_true):
+            result[j] = roc_auc_score(y_true[:, j], scores[:, j])
+    return result
+
+
+def macro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    aucs = per_class_auc(y_true, scores)
+    if np.isnan(aucs).all():
+        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
+    return float(np.nanmean(aucs))
+
+
+def micro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    y_true, scores = validate(y_true, scores)
+    if y_true.min() == y_true.max():
+        raise EvaluationError("micro AUC is undefined: all labels are equal")
+    return float(roc_auc_score(y_true.ravel(), scores.ravel()))
+
+
+def fmax(y_true: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray | None = None) -> float:
+    """Strodthoff et al.'s F-max (sample-centric precision/recall maximised over a threshold grid)."""
+    y_true, probabilities = validate(y_true, probabilities, "probabilities")
+    thresholds = np.linspace(0, 1, 101) if thresholds is None else thresholds
+    has_true = y_true.sum(axis=1) > 0
+    if not has_true.any():
+        raise EvaluationError("F-max is undefined: no record has a positive label")
+    best = 0.0
+    for threshold in thresholds:
+        predicted = probabilities >= threshold
+        n_predicted = predicted.sum(axis=1)
+        hits = (predicted & (y_true == 1)).sum(axis=1)
+        with_prediction = n_predicted > 0
+        if not with_prediction.any():
+            continue
+        precision = np.mean(hits[with_prediction] / n_predicted[with_prediction])
+        recall = np.mean(hits[has_true] / y_true[has_true].sum(axis=1))
+        if precision + recall > 0:
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return float(best)
+
+
+def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """[resamples, n] counts: how often each record appears in each resample (multinomial, seeded)."""
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, n, size=(n_resamples, n))
+    offsets = (np.arange(n_resamples) * n)[:, None]
+    return np.bincount((indices + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+
+
+def weighted_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of one class under each row of `weights` [resamples, n] (Mann-Whitney with ties as 1/2).
+
+    NaN where a resample holds no positive or no negative record.
+    """
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores, positive = scores[order], y_true[order].astype(bool)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order].astype(float)
+    pos_per_group = np.add.reduceat(w * positive, starts, axis=1)
+    neg_per_group = np.add.reduceat(w * ~positive, starts, axis=1)
+    neg_below = np.cumsum(neg_per_group, axis=1) - neg_per_group
+    numerator = (pos_per_group * (neg_below + 0.5 * neg_per_group)).sum(axis=1)
+    denominator = pos_per_group.sum(axis=1) * neg_per_group.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass
+class BootstrapAUC:
+    """Point estimates and percentile CIs of per-class and macro AUC."""
+
+    per_class: list[Interval]
+    macro: Interval
+    n_resamples: int
+    confidence: float
+    resampled_macro: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.resampled_macro = np.asarray(self.resampled_macro)
+
+
+def _percentile_interval(estimate: float, samples: np.ndarray, confidence: float) -> Interval:
+    samples = samples[np.isfinite(samples)]
+    if not len(samples) or not np.isfinite(estimate):
+        return Interval(estimate, float("nan"), float("nan"))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(samples, [alpha, 1 - alpha])
+    return Interval(float(estimate), float(low), float(high))
+
+
+def _resampled_aucs(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray, evaluable: np.ndarray) -> np.ndarray:
+    resampled = np.full((weights.shape[0], y_true.shape[1]), np.nan)
+    for j in np.flatnonzero(evaluable):
+        resampled[:, j] = weighted_auc(y_true[:, j], scores[:, j], weights)
+    return resampled
+
+
+def _row_means(matrix: np.ndarray) -> np.ndarray:
+    """Mean of the finite values per row; NaN for a row with none (a resample where no class is defined)."""
+    finite = np.isfinite(matrix)
+    counts = finite.sum(axis=1)
+    totals = np.where(finite, matrix, 0.0).sum(axis=1)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+                  confidence: float = 0.95) -> BootstrapAUC:
+    """Per-class and macro AUC with seeded percentile bootstrap intervals."""
+    if n_resamples < 1:
+        raise EvaluationError(f"n_resamples must be positive, got {n_resamples}")
+    y_true, scores = validate(y_true, scores)
+    point = per_class_auc(y_true, scores)
+    evaluable = np.isfinite(point)
+    if not evaluable.any():
+        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
+    resampled = _resampled_aucs(y_true, scores, bootstrap_weights(len(y_true), n_resamples, seed), evaluable)
+    macro_samples = _row_means(resampled[:, evaluable])
+    per_class = [_percentile_interval(point[j], resampled[:, j], confidence) for j in range(y_true.shape[1])]
+    macro = _percentile_interval(float(np.nanmean(point)), macro_samples, confidence)
+    return BootstrapAUC(per_class, macro, n_resamples, confidence, macro_samples)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Macro AUC of A minus B on the same records: mean over resamples, CI, one-sided p (H0: A <= B)."""
+
+    observed: float
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    n_resamples: int
+
+
+def paired_bootstrap(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n_resamples: int = 1000,
+                     seed: int = 0, confidence: float = 0.95) -> PairedDifference:
+    """Paired bootstrap of the macro-AUC difference between two models scored on the same records."""
+    y_true, scores_a = validate(y_true, scores_a, "scores of model A")
+    _, scores_b = validate(y_true, scores_b, "scores of model B")
+    point_a, point_b = per_class_auc(y_true, scores_a), per_class_auc(y_true, scores_b)
+    evaluable = np.isfinite(point_a)
+    if not evaluable.any():
+        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
+    weights = bootstrap_weights(len(y_true), n_resamples, seed)
+    macro_a = _row_means(_resampled_aucs(y_true, scores_a, weights, evaluable)[:, evaluable])
+    macro_b = _row_means(_resampled_aucs(y_true, scores_b, weights, evaluable)[:, evaluable])
+    difference = macro_a - macro_b
+    difference = difference[np.isfinite(difference)]
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(difference, [alpha, 1 - alpha])
+    return PairedDifference(
+        observed=float(np.nanmean(point_a[evaluable]) - np.nanmean(point_b[evaluable])),
+        mean=float(difference.mean()), low=float(low), high=float(high),
+        p_value=float((np.sum(difference <= 0) + 1) / (len(difference) + 1)), n_resamples=len(difference),
+    )
+
+
+def f1_thresholds(y_val: np.ndarray, probabilities_val: np.ndarray) -> np.ndarray:
+    """Per-class threshold maximising F1 on validation (0.5 where a class has no positives there)."""
+    y_val, probabilities_val = validate(y_val, probabilities_val, "probabilities")
+    thresholds = np.full(y_val.shape[1], 0.5)
+    for j in range(y_val.shape[1]):
+        if y_val[:, j].sum() == 0:
+            continue
+        precision, recall, candidates = precision_recall_curve(y_val[:, j], probabilities_val[:, j])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0)
+        thresholds[j] = candidates[int(np.argmax(f1[:-1]))]
+    return thresholds
+
+
+def threshold_metrics(y_true: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """F1, precision and recall per class at fixed thresholds (0 where undefined)."""
+    y_true, probabilities = validate(y_true, probabilities, "probabilities")
+    predicted = probabilities >= np.asarray(thresholds)[None, :]
+    tp = (predicted & (y_true == 1)).sum(axis=0)
+    fp = (predicted & (y_true == 0)).sum(axis=0)
+    fn = (~predicted & (y_true == 1)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"f1": f1, "precision": precision, "recall": recall}

@@ -1,0 +1,139 @@
+"""One evaluation report from (labels, logits on val, logits on test, class names), for every stage.
+
+Metric keys are stable and identical across stages, so runs line up in MLflow's compare view
+(`{split}_{metric}[_{class}]`, class names with '/' written '_', e.g. `test_auc_LAO_LAE`):
+
+| key | meaning |
+|---|---|
+| `test_macro_auc`, `test_macro_auc_ci_low`, `test_macro_auc_ci_high` | macro AUC over evaluable classes, 95% bootstrap CI |
+| `test_auc_<CLASS>` (+ `_ci_low`, `_ci_high`) | per-class AUC with CI (absent for skipped classes) |
+| `test_micro_auc`, `test_fmax` | micro AUC; Strodthoff's F-max |
+| `test_ece`, `test_mce`, `test_brier`, `test_ece_classwise` | calibration of sigmoid(logits), pooled (see calibration.py) |
+| `test_ece_<method>`, `test_brier_<method>` | after a calibrator fitted on val: platt, temperature, temperature_per_class, isotonic |
+| `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val |
+| `test_challenge_score` | CinC 2020 metric on the scored classes present (when a weights table is given) |
+| `val_macro_auc`, `test_n_records`, `test_n_classes_evaluated` | context |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from scipy.special import expit
+
+from ecgtl.evaluation import metrics as m
+from ecgtl.evaluation.calibration import CALIBRATION_METHODS, Calibrator, calibration_summary, make_calibrator
+from ecgtl.evaluation.challenge import challenge_score, load_weights, weights_for
+from ecgtl.evaluation.figures import reliability_figure, reliability_small_multiples, roc_figure
+
+
+def metric_class_name(name: str) -> str:
+    """A class name as it appears in metric keys ('LAO/LAE' -> 'LAO_LAE')."""
+    return name.replace("/", "_").replace(" ", "_")
+
+
+@dataclass
+class EvaluationReport:
+    classes: tuple[str, ...]
+    metrics: dict[str, float]
+    per_class: pd.DataFrame
+    skipped: dict[str, str]
+    calibrators: dict[str, Calibrator]
+    primary_calibration: str
+    thresholds: np.ndarray
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+
+    def summary(self, split: str = "test") -> str:
+        k = self.metrics
+        line = (f"{split} macro AUC {k[f'{split}_macro_auc']:.3f} "
+                f"[{k[f'{split}_macro_auc_ci_low']:.3f}, {k[f'{split}_macro_auc_ci_high']:.3f}]"
+                f"  ECE {k[f'{split}_ece']:.3f} -> {k[f'{split}_ece_{self.primary_calibration}']:.3f} "
+                f"({self.primary_calibration})")
+        if self.skipped:
+            line += f"  skipped: {', '.join(f'{c} ({r})' for c, r in self.skipped.items())}"
+        return line
+
+
+def evaluate_predictions(y_val: np.ndarray, logits_val: np.ndarray, y_test: np.ndarray, logits_test: np.ndarray,
+                         classes: Sequence[str], n_bootstrap: int = 1000, seed: int = 0,
+                         primary_calibration: str = "temperature", challenge_weights: str | Path | None = None,
+                         class_codes: dict[str, str] | None = None, split: str = "test",
+                         with_figures: bool = True) -> EvaluationReport:
+    """Everything the platform reports about one model on one dataset (see the module docstring for keys)."""
+    classes = tuple(classes)
+    y_val, logits_val = m.validate(y_val, logits_val, "validation logits")
+    y_test, logits_test = m.validate(y_test, logits_test, "test logits")
+    if y_test.shape[1] != len(classes) or y_val.shape[1] != len(classes):
+        raise m.EvaluationError(f"{len(classes)} class names for {y_test.shape[1]} test and {y_val.shape[1]} "
+                                "validation columns")
+    make_calibrator(primary_calibration)  # fail early on an unknown name
+    skipped = m.skipped_classes(y_test, classes)
+    boot = m.bootstrap_auc(y_test, logits_test, n_resamples=n_bootstrap, seed=seed)
+    probabilities = expit(logits_test)
+    metrics: dict[str, float] = {
+        f"{split}_macro_auc": boot.macro.estimate, f"{split}_macro_auc_ci_low": boot.macro.low,
+        f"{split}_macro_auc_ci_high": boot.macro.high, f"{split}_micro_auc": m.micro_auc(y_test, logits_test),
+        f"{split}_fmax": m.fmax(y_test, probabilities), f"{split}_n_records": float(len(y_test)),
+        f"{split}_n_classes_evaluated": float(len(classes) - len(skipped)),
+    }
+    val_aucs = m.per_class_auc(y_val, logits_val)
+    if np.isfinite(val_aucs).any():
+        metrics["val_macro_auc"] = float(np.nanmean(val_aucs))
+    for name, interval in zip(classes, boot.per_class, strict=True):
+        if np.isfinite(interval.estimate):
+            key = f"{split}_auc_{metric_class_name(name)}"
+            metrics.update({key: interval.estimate, f"{key}_ci_low": interval.low, f"{key}_ci_high": interval.high})
+
+    raw = calibration_summary(y_test, probabilities)
+    metrics.update({f"{split}_ece": raw.ece, f"{split}_mce": raw.mce, f"{split}_brier": raw.brier,
+                    f"{split}_ece_classwise": raw.classwise_ece})
+    calibrators: dict[str, Calibrator] = {}
+    calibrated: dict[str, np.ndarray] = {}
+    for method in CALIBRATION_METHODS:
+        calibrators[method] = make_calibrator(method).fit(logits_val, y_val)
+        calibrated[method] = calibrators[method].predict_proba(logits_test)
+        after = calibration_summary(y_test, calibrated[method])
+        metrics.update({f"{split}_ece_{method}": after.ece, f"{split}_brier_{method}": after.brier})
+
+    thresholds = m.f1_thresholds(y_val, expit(logits_val))
+    at_threshold = m.threshold_metrics(y_test, probabilities, thresholds)
+    evaluated = np.array([name not in skipped for name in classes])
+    for quantity in ("f1", "precision", "recall"):
+        metrics[f"{split}_macro_{quantity}"] = float(at_threshold[quantity][evaluated].mean()) if evaluated.any() else float("nan")
+
+    if challenge_weights is not None and class_codes:
+        weights, codes = load_weights(challenge_weights)
+        sub_weights, columns = weights_for(classes, class_codes, weights, codes)
+        if columns:
+            predicted = probabilities >= thresholds[None, :]
+            metrics[f"{split}_challenge_score"] = challenge_score(
+                y_test[:, columns], predicted[:, columns], sub_weights, [class_codes[classes[j]] for j in columns])
+
+    primary_probabilities = calibrated[primary_calibration]
+    per_class = pd.DataFrame({
+        "class": classes,
+        "n_positive": y_test.sum(axis=0),
+        "auc": [i.estimate for i in boot.per_class],
+        "auc_ci_low": [i.low for i in boot.per_class],
+        "auc_ci_high": [i.high for i in boot.per_class],
+        "ece": raw.per_class_ece,
+        f"ece_{primary_calibration}": calibration_summary(y_test, primary_probabilities).per_class_ece,
+        "brier": raw.per_class_brier,
+        "threshold": thresholds,
+        "f1": at_threshold["f1"], "precision": at_threshold["precision"], "recall": at_threshold["recall"],
+        "skipped": [skipped.get(name, "") for name in classes],
+    })
+    figures = {}
+    if with_figures:
+        methods = {"uncalibrated": probabilities, primary_calibration: primary_probabilities}
+        figures = {
+            "reliability": reliability_figure(y_test, {"uncalibrated": probabilities, **calibrated}),
+            "reliability_per_class": reliability_small_multiples(y_test, methods, classes),
+            "roc": roc_figure(y_test, logits_test, classes, [i.estimate for i in boot.per_class]),
+        }
+    return EvaluationReport(classes, metrics, per_class, skipped, calibrators, primary_calibration, thresholds, figures)
