@@ -129,8 +129,85 @@ def plot_command(source: str, record_id: str | None, out: Path, gallery: bool, l
     click.echo(f"wrote {plot_source(source, out, record_id=record_id, gallery=gallery, label_set=label_set, fs=fs)}")
 
 
-def main() -> None:
-    cli(prog_name="ecgtl")
+def _config_options(config_class):
+    """One `--a.b` option per flattened config field (the same names as the MLflow params)."""
+    from ecgtl.config import field_types, flatten
+
+    defaults = flatten(config_class())
+
+    def decorate(function):
+        for name, kind in reversed(list(field_types(config_class).items())):
+            click_type = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+            function = click.option(f"--{name}", name.replace(".", "__"), type=click_type, default=None,
+                                    help=f"default: {defaults[name]!r}")(function)
+        return function
+
+    return decorate
+
+
+def _config_from(config_class, options: dict):
+    from ecgtl.config import build
+
+    return build(config_class, {k.replace("__", "."): v for k, v in options.items() if v is not None})
+
+
+def _stage_command(name: str, config_class, run, resumable: bool, help_text: str) -> None:
+    @cli.command(name, help=help_text)
+    @_config_options(config_class)
+    def command(**options):
+        resume = options.pop("resume", None)
+        config = _config_from(config_class, options)
+        result = run(config, resume) if resumable else run(config)
+        click.echo(f"run {result.run_id}" + (f"  model {result.model_uri}" if getattr(result, "model_uri", None) else ""))
+
+    if resumable:
+        click.option("--resume", default=None, metavar="RUN_ID",
+                     help="Continue a killed run from its last checkpoint (same parameters).")(command)
+
+
+def _register_stage_commands() -> None:
+    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+    from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
+    from ecgtl.stages.main import MainConfig
+    from ecgtl.stages.main import main as main_stage
+    from ecgtl.stages.pretrain import PretrainConfig, pretrain
+
+    _stage_command("pretrain", PretrainConfig, lambda c, r: pretrain(c, resume_run_id=r), True,
+                   "Pretrain on the source dataset and register ecgtl-pretrained.")
+    _stage_command("finetune", FinetuneConfig, lambda c, r: finetune(c, resume_run_id=r), True,
+                   "Fine-tune a pretrained model on the target dataset and register ecgtl-finetuned.")
+    _stage_command("scratch", FinetuneConfig, lambda c, r: finetune(scratch_config(c), resume_run_id=r), True,
+                   "Train the same model from scratch on the target (the baseline); registers ecgtl-scratch.")
+    _stage_command("evaluate", EvaluateConfig, evaluate, False, "Evaluate any model URI on any dataset spec.")
+    _stage_command("main", MainConfig, lambda c: _main_result(main_stage(c)), False,
+                   "pretrain -> finetune -> scratch -> comparison table, reusing finished steps.")
+
+
+def _main_result(results):
+    return results["fine-tuned"]
+
+
+@cli.group(cls=_Group)
+def models() -> None:
+    """Model architectures."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Names, parameter counts and layer groups of every architecture."""
+    from ecgtl.models import MODEL_BUILDERS, count_parameters, create_model
+
+    for name in MODEL_BUILDERS:
+        model = create_model(name, n_classes=18)
+        groups = ", ".join(f"{g} ({count_parameters(m):,})" for g, m in model.layer_groups())
+        click.echo(f"{name:<14} {count_parameters(model):>10,} parameters  groups: {groups}")
+
+
+_register_stage_commands()
+
+
+def main(args: list[str] | None = None) -> None:
+    cli(args=args, prog_name="ecgtl")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,128 @@
-"""MLflow tracking: the only module that talks to MLflow for runs, artifacts, models and the registry."""
+"""MLflow tracking: the only module that talks to MLflow for runs, artifacts, models and the registry.
+
+- Store: `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` (the registry needs a database); experiment
+  `MLFLOW_EXPERIMENT_NAME`, else `ecgtl`.
+- `stage_run` opens a run (or joins the one `mlflow run` created), sets the readable name, tags and
+  params, and ends it FAILED (with the error logged) or KILLED (SIGINT/SIGTERM) instead of leaving it RUNNING.
+- Models are logged once per run as a pyfunc LoggedModel carrying the ecgtl bundle; registration gives each
+  new version the alias `challenger` and the first version also `champion`; a failed registration deletes
+  the half-made version.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import tempfile
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport
 from ecgtl.plotting import figures_to_html, save_figure
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "ecgtl"
+CHAMPION, CHALLENGER = "champion", "challenger"
+PIP_REQUIREMENTS = ["torch>=2.2,<2.14", "numpy", "scipy", "pandas", "scikit-learn", "wfdb", "click", "plotly",
+                    "mlflow>=3.1,<3.18"]
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """Raised on SIGTERM so that the run ends KILLED like on Ctrl-C."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def configure(experiment: str | None = None) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines suffice
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the experiment is already chosen
+        mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+
+
+def _raise_interrupted(signum, frame):  # noqa: ARG001
+    raise StageInterrupted(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = False,
+              run_id: str | None = None) -> Iterator[str]:
+    """Start (or resume) a run; always end it FINISHED, FAILED or KILLED. Yields the run id."""
+    import mlflow
+
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested)
+    try:
+        mlflow.set_tags({**tags, "mlflow.runName": run_name})
+        if run_id is None:
+            mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+        yield run.info.run_id
+    except KeyboardInterrupt as exc:
+        _log_error(exc)
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException as exc:
+        _log_error(exc)
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _log_error(exc: BaseException) -> None:
+    import mlflow
+
+    with contextlib.suppress(Exception):
+        mlflow.set_tag("ecgtl.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def log_artifacts(folder: str | Path, artifact_path: str) -> None:
+    import mlflow
+
+    mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def log_epoch(epoch: int, values: dict[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v}, step=epoch)
 
 
 def log_evaluation_report(report: EvaluationReport, artifact_path: str = "evaluation", png: bool = True) -> None:
     """Log a report to the active MLflow run: metrics (stable keys), per-class CSV, calibrators (JSON),
-    self-contained HTML figures (plotly.js embedded once per page) and, where kaleido works, PNGs."""
+    one self-contained HTML page of figures (plotly.js embedded once) and, where kaleido works, PNGs."""
     import mlflow
 
     mlflow.log_metrics({key: value for key, value in report.metrics.items() if value == value})  # drop NaN
@@ -32,3 +142,131 @@ def log_evaluation_report(report: EvaluationReport, artifact_path: str = "evalua
                 except Exception as exc:  # PNG is optional (needs kaleido + Chromium); HTML always is logged
                     (folder / "png_skipped.txt").write_text(str(exc))
         mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def log_predictions(name: str, record_ids: list[str], labels: np.ndarray, logits: np.ndarray) -> None:
+    """Test logits and labels per record, so that later comparisons (paired bootstrap) need no re-inference."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.npz"
+        np.savez_compressed(path, record_ids=np.asarray(record_ids, dtype=str), labels=labels, logits=logits)
+        mlflow.log_artifact(str(path), "predictions")
+
+
+def load_predictions(run_id: str, name: str = "test") -> dict[str, np.ndarray]:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"predictions/{name}.npz", dst_path=tmp)
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+
+
+def _pyfunc_class():
+    import warnings
+
+    import mlflow.pyfunc
+
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")  # numpy input on purpose
+
+    class EcgPyfuncModel(mlflow.pyfunc.PythonModel):
+        """Input: float32 signals [records, 12, samples] in mV at the model's fs. Output: calibrated
+        probabilities, one column per class."""
+
+        def load_context(self, context):
+            from ecgtl.inference import Predictor
+
+            self.predictor = Predictor(Path(context.artifacts["bundle"]))
+
+        def predict(self, context, model_input, params=None):  # noqa: ARG002
+            import pandas as pd
+
+            probabilities = self.predictor.predict_proba(np.asarray(model_input, dtype=np.float32))
+            return pd.DataFrame(probabilities, columns=self.predictor.info.classes)
+
+    return EcgPyfuncModel
+
+
+def log_model(bundle_dir: Path, input_example: np.ndarray) -> str:
+    """Log the bundle as a pyfunc LoggedModel of the active run; returns its model URI."""
+    import logging
+
+    import mlflow.pyfunc
+
+    # MLflow warns that a Python object is pickled: that is how this model ships, so keep the log quiet.
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc_class()(),
+                                       artifacts={"bundle": str(bundle_dir)}, input_example=input_example,
+                                       pip_requirements=PIP_REQUIREMENTS)
+    finally:
+        pyfunc_logger.setLevel(level)
+    return info.model_uri
+
+
+def register(model_uri: str, name: str) -> int:
+    """Register a model version; `challenger` on it, `champion` too when it is the first. All or nothing."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name)
+    try:
+        client.set_registered_model_alias(name, CHALLENGER, version.version)
+        if int(version.version) == 1 or not _has_alias(client, name, CHAMPION):
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.delete_model_version(name, version.version)
+        raise
+    return int(version.version)
+
+
+def _has_alias(client, name: str, alias: str) -> bool:
+    try:
+        client.get_model_version_by_alias(name, alias)
+        return True
+    except Exception:
+        return False
+
+
+def model_exists(uri: str) -> bool:
+    """Whether `models:/NAME@ALIAS` (or any model URI) resolves in the current store."""
+    import mlflow
+
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri.removeprefix("models:/").split("@", 1)
+        return _has_alias(mlflow.MlflowClient(), name, alias)
+    try:
+        mlflow.models.get_model_info(uri)
+        return True
+    except Exception:
+        return False
+
+
+def download_model(uri: str, folder: Path) -> Path:
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except Exception as exc:
+        raise EcgtlError(f"{uri}: cannot load model ({str(exc).splitlines()[0]})") from None
+
+
+def find_finished_run(stage: str, config_hash: str) -> str | None:
+    """A FINISHED run of `stage` with this config hash in the current experiment (for reuse), newest first."""
+    import mlflow
+
+    runs = mlflow.search_runs(filter_string=f"tags.`ecgtl.stage` = '{stage}' and tags.`ecgtl.config_hash` = '{config_hash}' "
+                                            "and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0].info.run_id if runs else None
+
+
+def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
+    import mlflow
+
+    run = mlflow.MlflowClient().get_run(run_id)
+    return run.data.tags, run.data.metrics

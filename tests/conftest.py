@@ -129,3 +129,22 @@ def write_ptbxl(root: Path, n: int = 30, fs_list=(100,), seed: int = 0, missing:
 @pytest.fixture
 def ptbxl_folder(tmp_path) -> Path:
     return write_ptbxl(tmp_path / "ptbxl", n=30, missing=(7,))
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tmp_path_factory):
+    """A small prepared cache of synthetic Georgia-layout data (100 Hz, 10 s), shared by training tests."""
+    import os
+
+    from ecgtl.data.cache import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("tiny")
+    old = os.environ.get("ECGTL_CACHE_DIR")
+    os.environ["ECGTL_CACHE_DIR"] = str(root)
+    try:
+        return prepare(PrepareConfig(spec="synthetic:g12ec?n=80&seed=4"), cache_dir=root, progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("ECGTL_CACHE_DIR")
+        else:
+            os.environ["ECGTL_CACHE_DIR"] = old

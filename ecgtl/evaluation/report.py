@@ -12,7 +12,7 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 | `test_ece_<method>`, `test_brier_<method>` | after a calibrator fitted on val: platt, temperature, temperature_per_class, isotonic |
 | `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val |
 | `test_challenge_score` | CinC 2020 metric on the scored classes present (when a weights table is given) |
-| `val_macro_auc`, `test_n_records`, `test_n_classes_evaluated` | context |
+| `test_n_records`, `test_n_classes_evaluated` | context (per-epoch `val_macro_auc` is logged by training) |
 """
 
 from __future__ import annotations
@@ -81,9 +81,6 @@ def evaluate_predictions(y_val: np.ndarray, logits_val: np.ndarray, y_test: np.n
         f"{split}_fmax": m.fmax(y_test, probabilities), f"{split}_n_records": float(len(y_test)),
         f"{split}_n_classes_evaluated": float(len(classes) - len(skipped)),
     }
-    val_aucs = m.per_class_auc(y_val, logits_val)
-    if np.isfinite(val_aucs).any():
-        metrics["val_macro_auc"] = float(np.nanmean(val_aucs))
     for name, interval in zip(classes, boot.per_class, strict=True):
         if np.isfinite(interval.estimate):
             key = f"{split}_auc_{metric_class_name(name)}"

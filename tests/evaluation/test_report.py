@@ -31,7 +31,7 @@ def test_report_keys_values_and_skips():
     k = report.metrics
     for key in ("test_macro_auc", "test_macro_auc_ci_low", "test_macro_auc_ci_high", "test_micro_auc", "test_fmax",
                 "test_ece", "test_ece_platt", "test_ece_temperature", "test_ece_isotonic", "test_brier",
-                "test_macro_f1", "val_macro_auc", "test_auc_LAO_LAE", "test_auc_LVH_ci_low"):
+                "test_macro_f1", "test_auc_LAO_LAE", "test_auc_LVH_ci_low"):
         assert key in k and np.isfinite(k[key]), key
     assert "test_auc_SEHYP" not in k and report.skipped == {"SEHYP": "no positive records"}
     assert k["test_n_classes_evaluated"] == 17

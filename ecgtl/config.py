@@ -1,0 +1,85 @@
+"""Stage configs are frozen dataclasses; MLflow params are the same object flattened with dots.
+
+`flatten(config)` -> {"train.lr": 0.01, ...}; `build(cls, flat)` rebuilds a config from (partial) flat
+values, converting strings by each field's type; `config_hash` hashes the whole object, for reusing
+finished runs and checking resumed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any
+
+from ecgtl.errors import EcgtlError
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        key = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            flat.update(flatten(value, f"{key}."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def field_types(cls: type, prefix: str = "") -> dict[str, type]:
+    """Flat name -> Python type of every leaf field of a config class."""
+    hints = typing.get_type_hints(cls)
+    types: dict[str, type] = {}
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            types.update(field_types(kind, f"{prefix}{field.name}."))
+        else:
+            types[f"{prefix}{field.name}"] = kind
+    return types
+
+
+def _convert(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, str) or kind is str:
+        return kind(value) if kind in (int, float) and not isinstance(value, bool) else value
+    try:
+        if kind is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            return int(float(value))
+        return kind(value)
+    except ValueError:
+        raise EcgtlError(f"parameter {name}: cannot read {value!r} as {kind.__name__}") from None
+
+
+def build(cls: type, flat: dict[str, Any], base: Any | None = None) -> Any:
+    """A `cls` instance from flat dotted values over `base` (default: the class defaults)."""
+    base = base if base is not None else cls()
+    types = field_types(cls)
+    unknown = set(flat) - set(types)
+    if unknown:
+        raise EcgtlError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    return _replace(base, {k: _convert(v, types[k], k) for k, v in flat.items()})
+
+
+def _replace(config: Any, flat: dict[str, Any]) -> Any:
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            nested = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(f"{field.name}.")}
+            if nested:
+                changes[field.name] = _replace(value, nested)
+        elif field.name in flat:
+            changes[field.name] = flat[field.name]
+    return dataclasses.replace(config, **changes)
+
+
+def config_hash(config: Any) -> str:
+    return hashlib.sha256(json.dumps(flatten(config), sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,96 @@
+"""Batches for training and evaluation from a prepared cache split.
+
+Training draws random crops (2.5 s by default) inside each record's real (unpadded) samples; evaluation cuts
+every record into sliding windows (stride 1.25 s) whose logits are aggregated by max (or mean) over the
+record, as in Strodthoff et al. 2020. Batches are gathered from the memory-mapped arrays with numpy, which is
+far cheaper than a torch DataLoader with per-item Python calls. Randomness comes from
+`default_rng([seed, epoch])`, so an epoch's batches are the same whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ecgtl.data.cache import SplitData
+
+
+@dataclass
+class LeadScaler:
+    """Per-lead standardisation fitted on the training split; stored with the model."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, signals: np.ndarray, valid_samples: np.ndarray | None = None, chunk: int = 512) -> LeadScaler:
+        total = np.zeros(signals.shape[1])
+        squares = np.zeros(signals.shape[1])
+        count = 0
+        for start in range(0, len(signals), chunk):
+            block = np.asarray(signals[start:start + chunk], dtype=np.float64)
+            if valid_samples is not None:  # padding zeros are not data
+                mask = np.arange(block.shape[-1])[None, :] < valid_samples[start:start + chunk, None]
+                block = np.where(mask[:, None, :], block, np.nan)
+            total += np.nansum(block, axis=(0, 2))
+            squares += np.nansum(block ** 2, axis=(0, 2))
+            count += int(np.isfinite(block[:, 0, :]).sum())
+        mean = total / max(count, 1)
+        std = np.sqrt(np.maximum(squares / max(count, 1) - mean ** 2, 1e-12))
+        return cls(mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32))
+
+    def transform(self, batch: np.ndarray) -> np.ndarray:
+        return (batch - self.mean[None, :, None]) / self.std[None, :, None]
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LeadScaler:
+        return cls(np.asarray(data["mean"], dtype=np.float32), np.asarray(data["std"], dtype=np.float32))
+
+
+def valid_lengths(split: SplitData) -> np.ndarray:
+    n = split.signals.shape[-1]
+    if "valid_samples" in split.index:
+        return np.clip(split.index["valid_samples"].fillna(n).to_numpy(dtype=int), 1, n)
+    return np.full(len(split), n)
+
+
+def crop_batches(split: SplitData, rows: np.ndarray, crop: int, batch_size: int, scaler: LeadScaler, seed: int,
+                 epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches of random crops for one epoch (drops nothing: the last batch may be smaller)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(rows)
+    lengths = valid_lengths(split)
+    for start in range(0, len(order), batch_size):
+        batch_rows = np.sort(order[start:start + batch_size])  # sorted reads are kinder to the memmap
+        signals = np.asarray(split.signals[batch_rows])
+        room = np.maximum(lengths[batch_rows] - crop, 0)
+        offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
+        windows = signals[np.arange(len(batch_rows))[:, None, None], np.arange(signals.shape[1])[None, :, None],
+                          np.clip(offsets[:, None, None] + np.arange(crop)[None, None, :], 0, signals.shape[-1] - 1)]
+        yield (torch.from_numpy(scaler.transform(windows).astype(np.float32)),
+               torch.from_numpy(split.labels[batch_rows].astype(np.float32)))
+
+
+def window_starts(length: int, crop: int, stride: int) -> np.ndarray:
+    """Starts of sliding windows covering [0, length), the last one flush with the end."""
+    if length <= crop:
+        return np.array([0])
+    starts = np.arange(0, length - crop + 1, stride)
+    if starts[-1] != length - crop:
+        starts = np.append(starts, length - crop)
+    return starts
+
+
+def sliding_windows(signals: np.ndarray, crop: int, stride: int) -> tuple[np.ndarray, int]:
+    """[n, leads, samples] -> [n * w, leads, crop] windows and w (windows per record)."""
+    starts = window_starts(signals.shape[-1], crop, stride)
+    if signals.shape[-1] < crop:
+        signals = np.pad(signals, ((0, 0), (0, 0), (0, crop - signals.shape[-1])))
+    windows = np.stack([signals[..., s:s + crop] for s in starts], axis=1)
+    return windows.reshape(-1, signals.shape[1], crop), len(starts)

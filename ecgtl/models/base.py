@@ -1,0 +1,77 @@
+"""What every ecgtl model shares: named layer groups (head last) and the concat-pooling head.
+
+Freezing and discriminative learning rates only ever talk to `layer_groups()` (fastai's idea), so they work
+for any architecture. The head follows fastai's `create_head` as used by Strodthoff et al. 2020: concat
+pooling (average and max over time), then BN-dropout-linear(128)-ReLU-BN-dropout-linear.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AdaptiveConcatPool1d(nn.Module):
+    """[batch, channels, time] -> [batch, 2 * channels]: average and max over time, concatenated."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+
+
+def concat_pool_head(n_features: int, n_classes: int, hidden: int = 128, dropout: float = 0.5) -> nn.Sequential:
+    return nn.Sequential(
+        AdaptiveConcatPool1d(),
+        nn.BatchNorm1d(2 * n_features), nn.Dropout(dropout / 2), nn.Linear(2 * n_features, hidden), nn.ReLU(inplace=True),
+        nn.BatchNorm1d(hidden), nn.Dropout(dropout), nn.Linear(hidden, n_classes),
+    )
+
+
+class EcgModel(nn.Module):
+    """A body of named groups followed by a replaceable head; `layer_groups()` lists them, head last."""
+
+    def __init__(self, groups: list[tuple[str, nn.Module]], n_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.architecture = ""  # the registry name, set by create_model
+        self.group_names = [name for name, _ in groups]
+        self.body = nn.ModuleDict(groups)
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.head = concat_pool_head(n_features, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.group_names:
+            x = self.body[name](x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def layer_groups(self) -> list[tuple[str, nn.Module]]:
+        return [(name, self.body[name]) for name in self.group_names] + [("head", self.head)]
+
+    def init_head_bias(self, prevalence) -> None:
+        """Start the output bias at the log prior odds of each class, so rare labels do not begin at p = 0.5."""
+        p = torch.as_tensor(prevalence, dtype=torch.float32).clamp(1e-4, 1 - 1e-4)
+        with torch.no_grad():
+            self.head[-1].bias.copy_(torch.log(p / (1 - p)))
+
+    def replace_head(self, n_classes: int) -> None:
+        """A freshly initialised head for another label set (transfer to a new task)."""
+        self.head = concat_pool_head(self.n_features, n_classes)
+        self.n_classes = n_classes
+
+
+def conv_bn(n_in: int, n_out: int, kernel: int, stride: int = 1, relu: bool = True, zero_bn: bool = False) -> nn.Sequential:
+    """Conv1d (same padding) + BatchNorm (+ ReLU). `zero_bn` starts a residual branch at zero (He et al. 2019)."""
+    bn = nn.BatchNorm1d(n_out)
+    nn.init.constant_(bn.weight, 0.0 if zero_bn else 1.0)
+    layers: list[nn.Module] = [nn.Conv1d(n_in, n_out, kernel, stride=stride, padding=kernel // 2, bias=False), bn]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def init_kaiming(module: nn.Module) -> None:
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv1d):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")

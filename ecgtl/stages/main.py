@@ -1,0 +1,93 @@
+"""The whole study in one run: pretrain -> finetune -> scratch -> comparison table.
+
+Like MLflow's multistep_workflow example, a step whose config (hash) already has a FINISHED run in the
+experiment is reused instead of re-run. Steps run as nested runs of the main run. The comparison is a
+paired bootstrap of fine-tuned vs scratch on the same target test records.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from ecgtl import tracking
+from ecgtl.config import config_hash, flatten
+from ecgtl.data.sources import parse_spec
+from ecgtl.evaluation.metrics import paired_bootstrap
+from ecgtl.plotting import save_figure
+from ecgtl.stages.common import StageResult
+from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
+from ecgtl.stages.pretrain import PretrainConfig, pretrain
+
+
+@dataclass(frozen=True)
+class MainConfig:
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    n_bootstrap: int = 1000
+
+
+def _reuse_or_run(stage: str, config, run) -> StageResult:
+    found = tracking.find_finished_run(stage, config_hash(config))
+    if found:
+        tags, metrics = tracking.run_info(found)
+        print(f"{stage}: reusing finished run {found} (same parameters)", file=sys.stderr)
+        return StageResult(found, tags.get("ecgtl.model_uri"), None, metrics, reused=True)
+    return run()
+
+
+def comparison_table(results: dict[str, StageResult]) -> pd.DataFrame:
+    rows = []
+    for name, result in results.items():
+        k = result.metrics
+        rows.append({"model": name, "run_id": result.run_id, "test_macro_auc": k.get("test_macro_auc"),
+                     "ci_low": k.get("test_macro_auc_ci_low"), "ci_high": k.get("test_macro_auc_ci_high"),
+                     "test_ece": k.get("test_ece"), "test_ece_temperature": k.get("test_ece_temperature"),
+                     "reused": result.reused})
+    return pd.DataFrame(rows)
+
+
+def main(config: MainConfig) -> dict[str, StageResult]:
+    tracking.configure()
+    target = parse_spec(config.finetune.data.spec).short_name
+    tags = {"ecgtl.stage": "main", "ecgtl.target": target, "ecgtl.config_hash": config_hash(config)}
+    name = f"main-{config.pretrain.model}-{target}-f{config.finetune.data.fraction:.2f}-s{config.finetune.train.seed}"
+    with tracking.stage_run(name, tags, flatten(config)):
+        pretrained = _reuse_or_run("pretrain", config.pretrain, lambda: pretrain(config.pretrain, nested=True))
+        tuned_config = replace(config.finetune, init="pretrained", pretrained=pretrained.model_uri,
+                               model=config.pretrain.model, pretrain=config.pretrain)
+        tuned = _reuse_or_run("finetune", tuned_config, lambda: finetune(tuned_config, nested=True))
+        baseline_config = scratch_config(tuned_config)
+        baseline = _reuse_or_run("scratch", baseline_config, lambda: finetune(baseline_config, nested=True))
+        results = {"pretrained (source test)": pretrained, "fine-tuned": tuned, "scratch": baseline}
+        table = comparison_table(results)
+        a, b = tracking.load_predictions(tuned.run_id), tracking.load_predictions(baseline.run_id)
+        if list(a["record_ids"]) != list(b["record_ids"]):
+            raise RuntimeError("fine-tuned and scratch runs were scored on different test records")
+        difference = paired_bootstrap(a["labels"], a["logits"], b["logits"], n_resamples=config.n_bootstrap,
+                                      seed=config.finetune.train.seed)
+        tracking.log_epoch(0, {"finetuned_test_macro_auc": tuned.metrics["test_macro_auc"],
+                               "scratch_test_macro_auc": baseline.metrics["test_macro_auc"],
+                               "diff_macro_auc": difference.mean, "diff_macro_auc_ci_low": difference.low,
+                               "diff_macro_auc_ci_high": difference.high, "diff_p_value": difference.p_value})
+        table.loc[len(table)] = {"model": "fine-tuned - scratch (paired)", "test_macro_auc": difference.mean,
+                                 "ci_low": difference.low, "ci_high": difference.high}
+        print(table.drop(columns=["run_id"]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(f"paired bootstrap: one-sided p = {difference.p_value:.4f} (H0: fine-tuned <= scratch)")
+        with tempfile.TemporaryDirectory() as tmp:
+            table.to_csv(Path(tmp) / "comparison.csv", index=False)
+            figure = go.Figure(go.Table(header=dict(values=list(table.columns)),
+                                        cells=dict(values=[table[c].map(_cell) for c in table.columns])))
+            figure.update_layout(title=f"Transfer to {target}: paired p = {difference.p_value:.4f}", width=1100)
+            save_figure(figure, Path(tmp) / "comparison.html")
+            tracking.log_artifacts(tmp, "comparison")
+    return {**results, "difference": difference}
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

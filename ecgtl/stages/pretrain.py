@@ -1,0 +1,44 @@
+"""Pretrain a model on the source dataset (default: synthetic PTB-XL, shared18 labels, 100 Hz)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ecgtl import tracking
+from ecgtl.config import flatten
+from ecgtl.data.sources import parse_spec
+from ecgtl.models import create_model
+from ecgtl.stages.common import (
+    DEFAULT_SOURCE,
+    DataConfig,
+    StageResult,
+    load_data,
+    run_name,
+    stage_tags,
+    train_and_report,
+)
+from ecgtl.training.loop import TrainConfig
+
+REGISTERED_PRETRAINED = "ecgtl-pretrained"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
+    model: str = "xresnet1d50"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-2))
+    n_bootstrap: int = 1000
+
+
+def pretrain(config: PretrainConfig, nested: bool = False, resume_run_id: str | None = None) -> StageResult:
+    tracking.configure()
+    prepared, rows = load_data(config.data, config.train.seed)
+    model = create_model(config.model, len(prepared.classes))
+    name = run_name("pretrain", config.model, config.data, config.train.seed)
+    source = parse_spec(config.data.spec).short_name
+    tags = stage_tags("pretrain", "scratch", source, source, config.data, config.train, config)
+    with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id) as run_id:
+        result, _, _ = train_and_report(model, prepared, rows, config.train, run_id, REGISTERED_PRETRAINED,
+                                        config.n_bootstrap, resume=resume_run_id is not None,
+                                        extra={"spec": config.data.spec})
+    return result

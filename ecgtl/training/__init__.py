@@ -1,0 +1,1 @@
+"""Training engine: the loop, fine-tuning schedules (gradual unfreezing), discriminative lrs, checkpoints."""

@@ -1,0 +1,201 @@
+"""The training loop: AdamW, one-cycle, BCE-with-logits on random crops; sliding-window validation; best
+checkpoint by validation macro AUC; optional early stopping; per-epoch checkpoints that resume exactly.
+
+Determinism on CPU: each epoch reseeds torch (dropout) from (seed, epoch) and draws its batches from
+`default_rng([seed, epoch])`, so an epoch computes the same thing whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecgtl.data.cache import SplitData
+from ecgtl.data.dataset import LeadScaler, crop_batches, sliding_windows, valid_lengths, window_starts
+from ecgtl.errors import EcgtlError
+from ecgtl.evaluation.metrics import per_class_auc
+from ecgtl.models import count_parameters
+from ecgtl.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from ecgtl.training.unfreeze import apply_mask, discriminative_lrs, freeze_batchnorm, trainable_mask
+
+AGGREGATIONS = ("max", "mean")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 1e-2
+    weight_decay: float = 1e-2
+    crop_s: float = 2.5
+    stride_s: float = 1.25
+    aggregation: str = "max"
+    schedule: str = "full"
+    epochs_per_stage: int = 1
+    decay: float = 1.0
+    frozen_bn: str = "eval"
+    patience: int = 0
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> TrainConfig:
+        if self.aggregation not in AGGREGATIONS:
+            raise EcgtlError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        if self.frozen_bn not in ("eval", "train"):
+            raise EcgtlError(f"frozen_bn must be 'eval' or 'train', got {self.frozen_bn!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.decay < 1:
+            raise EcgtlError("epochs and batch_size must be positive, lr > 0 and decay >= 1")
+        return self
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_macro_auc: float
+    lrs: list[float]
+    trainable_params: int
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best_epoch: int
+    best_val_macro_auc: float
+    history: list[EpochResult] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, signals: np.ndarray, lengths: np.ndarray, scaler: LeadScaler, crop: int,
+                   stride: int, aggregation: str = "max", batch_records: int = 64,
+                   device: torch.device | None = None) -> np.ndarray:
+    """Logits per record: sliding windows over each record's real samples, aggregated by max or mean."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    outputs = []
+    for start in range(0, len(signals), batch_records):
+        block = scaler.transform(np.asarray(signals[start:start + batch_records], dtype=np.float32))
+        windows, per_record = sliding_windows(block, crop, stride)
+        starts = window_starts(block.shape[-1], crop, stride)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            logits = model(torch.from_numpy(windows.astype(np.float32)).to(device)).float().cpu().numpy()
+        logits = logits.reshape(len(block), per_record, -1)
+        # Windows that start past a padded record's real end are ignored (the first window always counts).
+        usable = (starts[None, :] + crop <= np.maximum(lengths[start:start + len(block), None], crop)) | (starts[None, :] == 0)
+        if aggregation == "max":
+            outputs.append(np.where(usable[..., None], logits, -np.inf).max(axis=1))
+        else:
+            outputs.append((logits * usable[..., None]).sum(axis=1) / usable.sum(axis=1)[:, None])
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _macro_auc_or_nan(labels: np.ndarray, logits: np.ndarray) -> float:
+    aucs = per_class_auc(labels, logits)
+    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+
+
+def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels.astype(np.float32))))
+
+
+def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, fs: float, scaler: LeadScaler,
+        train_rows: np.ndarray | None = None, checkpoint_path: Path | None = None, resume: bool = False,
+        on_epoch: Callable[[EpochResult], None] | None = None, progress: bool = True,
+        stop_after_epoch: int | None = None) -> FitResult:
+    """Train `model` and return the best state by validation macro AUC.
+
+    `checkpoint_path` gets a checkpoint after every epoch; with `resume`, training continues from it and
+    reaches the same result as an uninterrupted run. `stop_after_epoch` ends early on purpose (for tests
+    that simulate a kill).
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    model.to(device)
+    groups = model.layer_groups()
+    crop, stride = int(round(config.crop_s * fs)), int(round(config.stride_s * fs))
+    rows = np.arange(len(train)) if train_rows is None else np.asarray(train_rows)
+    if len(rows) == 0:
+        raise EcgtlError("the training split is empty")
+    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    lrs = discriminative_lrs(config.lr, config.decay, len(groups))
+    optimizer = torch.optim.AdamW([{"params": list(module.parameters()), "lr": lr} for (_, module), lr in zip(groups, lrs, strict=True)],
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lrs, total_steps=config.epochs * steps_per_epoch,
+                                                    pct_start=0.3)
+    scaler_amp = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    loss_function = nn.BCEWithLogitsLoss()
+    val_lengths = valid_lengths(val)
+    result = FitResult(best_state=copy.deepcopy(model.state_dict()), best_epoch=-1, best_val_macro_auc=-math.inf)
+    first_epoch = 0
+    if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"])
+        result = state["result"]
+        first_epoch = state["epoch"] + 1
+    for epoch in range(first_epoch, config.epochs):
+        started = time.perf_counter()
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        mask = trainable_mask(config.schedule, len(groups), epoch, config.epochs_per_stage)
+        n_trainable = apply_mask(groups, mask)
+        model.train()
+        if config.frozen_bn == "eval":
+            freeze_batchnorm(groups, mask)
+        losses = []
+        for x, y in crop_batches(train, rows, crop, config.batch_size, scaler, config.seed, epoch):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = loss_function(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler_amp.scale(loss).backward()
+            scaler_amp.step(optimizer)
+            scaler_amp.update()
+            scheduler.step()
+            losses.append(loss.item())
+        val_logits = predict_logits(model, val.signals, val_lengths, scaler, crop, stride, config.aggregation, device=device)
+        val_auc = _macro_auc_or_nan(val.labels, val_logits)
+        epoch_result = EpochResult(epoch, float(np.mean(losses)), _bce(val_logits, val.labels), val_auc,
+                                   [group["lr"] for group in optimizer.param_groups], n_trainable,
+                                   time.perf_counter() - started)
+        result.history.append(epoch_result)
+        if np.isfinite(val_auc) and val_auc > result.best_val_macro_auc or result.best_epoch < 0:
+            result.best_val_macro_auc = val_auc if np.isfinite(val_auc) else result.best_val_macro_auc
+            result.best_epoch = epoch
+            result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if progress:
+            print(f"epoch {epoch + 1:>3}/{config.epochs}  train_loss {epoch_result.train_loss:.4f}  "
+                  f"val_loss {epoch_result.val_loss:.4f}  val_macro_auc {val_auc:.4f}  "
+                  f"lr {max(epoch_result.lrs):.2e}  trainable {n_trainable:,}/{count_parameters(model):,}  "
+                  f"{epoch_result.seconds:.1f} s", file=sys.stderr, flush=True)
+        if on_epoch:
+            on_epoch(epoch_result)
+        if config.patience and epoch - result.best_epoch >= config.patience:
+            result.stopped_early = True
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                                              "result": result, "config": asdict(config)})
+        if result.stopped_early or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+            break
+    model.load_state_dict(result.best_state)
+    return result

@@ -1,0 +1,163 @@
+"""End to end through MLflow (temporary sqlite store): pretrain -> finetune with registry aliases, pyfunc
+prediction from raw signals, reuse in `main`, evaluate on real files, FAILED/KILLED runs, atomic registration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgtl.stages.common import DataConfig
+from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
+from ecgtl.stages.pretrain import PretrainConfig
+from ecgtl.training.loop import TrainConfig
+
+
+def tiny_pretrain() -> PretrainConfig:
+    return PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=80&seed=1"), model="xresnet1d18",
+                          train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20)
+
+
+def tiny_finetune(**changes) -> FinetuneConfig:
+    return FinetuneConfig(data=DataConfig(spec="synthetic:g12ec?n=60&seed=2", **changes), model="xresnet1d18",
+                          train=TrainConfig(epochs=2, batch_size=32, schedule="gradual", decay=2.0),
+                          pretrain=tiny_pretrain(), n_bootstrap=20)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A temporary tracking store with one finished finetune (which pretrained automatically)."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", "pipeline-test")
+        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        first = finetune(tiny_finetune())
+        yield {"folder": folder, "first": first, "client": mlflow.MlflowClient()}
+        if mlflow.active_run():
+            mlflow.end_run()
+
+
+def test_finetune_pretrains_first_as_a_nested_run_and_registers_both(store):
+    client, first = store["client"], store["first"]
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.runName"] == "finetune-xresnet1d18-g12ec-f1.00-s0"
+    for key, value in {"ecgtl.stage": "finetune", "ecgtl.init": "pretrained", "ecgtl.target": "g12ec",
+                       "ecgtl.source": "ptbxl", "ecgtl.label_set": "shared18", "ecgtl.fs": "100",
+                       "ecgtl.schedule": "gradual"}.items():
+        assert run.data.tags[key] == value, key
+    assert run.data.params["train.schedule"] == "gradual" and run.data.params["data.fraction"] == "1.0"
+    assert "test_macro_auc" in run.data.metrics and "test_ece_temperature" in run.data.metrics
+    history = client.get_metric_history(first.run_id, "val_macro_auc")
+    assert [m.step for m in history] == [0, 1]
+    trainable = [m.value for m in client.get_metric_history(first.run_id, "trainable_params")]
+    assert trainable[0] < trainable[1]  # gradual unfreezing
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{first.run_id}'")
+    assert [c.data.tags["ecgtl.stage"] for c in children] == ["pretrain"]
+    assert children[0].info.status == "FINISHED"
+    for name in ("ecgtl-pretrained", "ecgtl-finetuned"):
+        version = client.get_model_version_by_alias(name, "champion")
+        assert str(version.version) == "1" and str(client.get_model_version_by_alias(name, "challenger").version) == "1"
+    artifacts = {a.path for a in client.list_artifacts(first.run_id, "evaluation")}
+    assert "evaluation/report.html" in artifacts
+
+
+def test_a_new_version_is_challenger_and_champion_stays(store):
+    client = store["client"]
+    second = finetune(tiny_finetune(fraction=0.5))
+    assert second.version == 2
+    assert str(client.get_model_version_by_alias("ecgtl-finetuned", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("ecgtl-finetuned", "champion").version) == "1"
+    assert client.get_run(second.run_id).data.metrics["n_train_records"] < client.get_run(store["first"].run_id).data.metrics["n_train_records"]
+
+
+def test_pyfunc_predicts_from_raw_millivolt_signals(store):
+    import mlflow
+
+    from ecgtl.data.cache import resample
+    from ecgtl.data.records import read_record
+    from ecgtl.data.sources import open_source
+    from ecgtl.inference import Predictor
+    from ecgtl.tracking import download_model
+
+    source = open_source("synthetic:g12ec?n=60&seed=2")
+    raw = [read_record(path) for path in source.index["header_path"][:3]]
+    signals = np.stack([resample(r.signal, r.fs, 100) for r in raw])  # 500 Hz files -> the model's 100 Hz
+    model = mlflow.pyfunc.load_model("models:/ecgtl-finetuned@champion")
+    predictions = model.predict(signals)
+    assert predictions.shape == (3, 18) and list(predictions.columns)[:2] == ["1AVB", "CRBBB"]
+    assert ((predictions.to_numpy() >= 0) & (predictions.to_numpy() <= 1)).all()
+    direct = Predictor(download_model("models:/ecgtl-finetuned@champion", store["folder"] / "dl")).predict_proba(signals)
+    np.testing.assert_allclose(predictions.to_numpy(), direct, rtol=1e-5)
+
+
+def test_main_reuses_finished_steps(store):
+    from ecgtl.stages.main import MainConfig, main
+
+    config = MainConfig(pretrain=tiny_pretrain(), finetune=tiny_finetune(), n_bootstrap=20)
+    first = main(config)
+    assert first["difference"].n_resamples > 0
+    again = main(config)
+    assert all(again[name].reused for name in ("pretrained (source test)", "fine-tuned", "scratch"))
+    assert again["fine-tuned"].run_id == first["fine-tuned"].run_id
+
+
+def test_evaluate_any_model_on_real_cinc_files(store, shared_samples):
+    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+
+    result = evaluate(EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion",
+                                     spec=f"cinc:{shared_samples / 'cinc2021-smoke'}", split="all", n_bootstrap=20))
+    assert result.metrics["test_n_records"] == 70 and 0 <= result.metrics["test_macro_auc"] <= 1
+
+
+def test_failed_run_is_marked_failed_and_registers_nothing(store, monkeypatch):
+    import ecgtl.stages.common as common
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    client = store["client"]
+    versions_before = len(client.search_model_versions("name='ecgtl-scratch'"))
+    monkeypatch.setattr(common, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        finetune(scratch_config(tiny_finetune()))
+    run = client.search_runs([client.get_experiment_by_name("pipeline-test").experiment_id],
+                             "tags.`ecgtl.stage` = 'scratch'", order_by=["attributes.start_time DESC"])[0]
+    assert run.info.status == "FAILED" and "injected failure" in run.data.tags["ecgtl.error"]
+    assert len(client.search_model_versions("name='ecgtl-scratch'")) == versions_before
+
+
+def test_interrupted_run_is_marked_killed(store, monkeypatch):
+    import ecgtl.stages.common as common
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny_finetune(fraction=0.3))
+    client = store["client"]
+    run = client.search_runs([client.get_experiment_by_name("pipeline-test").experiment_id], "",
+                             order_by=["attributes.start_time DESC"])[0]
+    assert run.info.status == "KILLED"
+
+
+def test_failed_registration_leaves_no_half_registered_version(store, monkeypatch):
+    import mlflow
+
+    from ecgtl import tracking
+
+    client = store["client"]
+    before = len(client.search_model_versions("name='ecgtl-finetuned'"))
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("alias store down")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="alias store down"):
+        tracking.register(store["first"].model_uri, "ecgtl-finetuned")
+    assert len(client.search_model_versions("name='ecgtl-finetuned'")) == before
