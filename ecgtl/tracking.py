@@ -45,6 +45,8 @@ def configure(experiment: str | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines suffice
     import mlflow
 
+    if mlflow.active_run() is not None:  # a nested stage: keep the parent's store and experiment
+        return
     mlflow.set_tracking_uri(tracking_uri())
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the experiment is already chosen
         mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
@@ -63,7 +65,10 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     previous_handler = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
         signal.signal(signal.SIGTERM, _raise_interrupted)
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested)
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id if (nested and parent and run_id is None) else None
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
+                           experiment_id=experiment_id)
     try:
         mlflow.set_tags({**tags, "mlflow.runName": run_name})
         if run_id is None:
@@ -259,7 +264,9 @@ def find_finished_run(stage: str, config_hash: str) -> str | None:
     """A FINISHED run of `stage` with this config hash in the current experiment (for reuse), newest first."""
     import mlflow
 
-    runs = mlflow.search_runs(filter_string=f"tags.`ecgtl.stage` = '{stage}' and tags.`ecgtl.config_hash` = '{config_hash}' "
+    active = mlflow.active_run()
+    experiments = [active.info.experiment_id] if active else None
+    runs = mlflow.search_runs(experiment_ids=experiments, filter_string=f"tags.`ecgtl.stage` = '{stage}' and tags.`ecgtl.config_hash` = '{config_hash}' "
                                             "and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0].info.run_id if runs else None

@@ -24,6 +24,7 @@ from ecgtl.data.dataset import LeadScaler, crop_batches, sliding_windows, valid_
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models import count_parameters
+from ecgtl.models.base import fold_batchnorm
 from ecgtl.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from ecgtl.training.unfreeze import apply_mask, discriminative_lrs, freeze_batchnorm, trainable_mask
 
@@ -83,13 +84,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(model: nn.Module, signals: np.ndarray, lengths: np.ndarray, scaler: LeadScaler, crop: int,
-                   stride: int, aggregation: str = "max", batch_records: int = 64,
+                   stride: int, aggregation: str = "max", batch_records: int = 128,
                    device: torch.device | None = None) -> np.ndarray:
     """Logits per record: sliding windows over each record's real samples, aggregated by max or mean."""
     device = device or next(model.parameters()).device
     model.eval()
+    model = fold_batchnorm(model)
     outputs = []
     for start in range(0, len(signals), batch_records):
         block = scaler.transform(np.asarray(signals[start:start + batch_records], dtype=np.float32))
