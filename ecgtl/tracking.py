@@ -72,7 +72,9 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     try:
         mlflow.set_tags({**tags, "mlflow.runName": run_name})
         if run_id is None:
-            mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
+            # Under `mlflow run` the run already holds the MLproject parameters; those keys stay as logged.
+            existing = mlflow.get_run(run.info.run_id).data.params
+            mlflow.log_params({k: ("" if v is None else v) for k, v in params.items() if k not in existing})
         yield run.info.run_id
     except KeyboardInterrupt as exc:
         _log_error(exc)
