@@ -279,3 +279,13 @@ def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
 
     run = mlflow.MlflowClient().get_run(run_id)
     return run.data.tags, run.data.metrics
+
+
+def stage_runs(stages: tuple[str, ...] = ("pretrain", "finetune", "scratch")):
+    """FINISHED runs of the given stages in the current experiment as a DataFrame (tags, params, metrics)."""
+    import mlflow
+    import pandas as pd
+
+    frames = [mlflow.search_runs(filter_string=f"tags.`ecgtl.stage` = '{stage}' and attributes.status = 'FINISHED'")
+              for stage in stages]
+    return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
