@@ -65,6 +65,10 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     previous_handler = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
         signal.signal(signal.SIGTERM, _raise_interrupted)
+    if run_id is not None:  # resuming: only with the parameters the run was started with
+        started_with = mlflow.MlflowClient().get_run(run_id).data.tags.get("ecgtl.config_hash")
+        if started_with != tags.get("ecgtl.config_hash"):
+            raise EcgtlError(f"run {run_id} was started with other parameters; resume it with the same ones")
     parent = mlflow.active_run()
     experiment_id = parent.info.experiment_id if (nested and parent and run_id is None) else None
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from ecgtl import tracking
 from ecgtl.config import flatten
 from ecgtl.data.sources import parse_spec
@@ -81,6 +83,7 @@ def finetune(config: FinetuneConfig, nested: bool = False, resume_run_id: str | 
                           "(nested run)", file=sys.stderr)
                     pretrained_uri = pretrain(config.pretrain, nested=True).model_uri
                 model, info = load_bundle(tracking.download_model(pretrained_uri, Path(tmp)))
+                torch.manual_seed(config.train.seed)  # a new head starts the same way in every run
                 if info.fs != prepared.fs:
                     raise EcgtlError(f"the pretrained model expects {info.fs:g} Hz but data.fs is {prepared.fs:g}")
                 new_head = config.head == "new" or list(info.classes) != list(prepared.classes)
@@ -91,6 +94,7 @@ def finetune(config: FinetuneConfig, nested: bool = False, resume_run_id: str | 
                 tracking.set_tags({"ecgtl.source": source, "ecgtl.pretrained_uri": pretrained_uri,
                                    "mlflow.runName": run_name(stage, architecture, config.data, config.train.seed)})
             else:
+                torch.manual_seed(config.train.seed)
                 model = create_model(architecture, len(prepared.classes))
             result, _, _ = train_and_report(model, prepared, rows, config.train, run_id, REGISTERED[config.init],
                                             config.n_bootstrap, resume=resume_run_id is not None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from ecgtl import tracking
 from ecgtl.config import flatten
 from ecgtl.data.sources import parse_spec
@@ -33,6 +35,7 @@ class PretrainConfig:
 def pretrain(config: PretrainConfig, nested: bool = False, resume_run_id: str | None = None) -> StageResult:
     tracking.configure()
     prepared, rows = load_data(config.data, config.train.seed)
+    torch.manual_seed(config.train.seed)
     model = create_model(config.model, len(prepared.classes))
     name = run_name("pretrain", config.model, config.data, config.train.seed)
     source = parse_spec(config.data.spec).short_name

@@ -161,3 +161,31 @@ def test_failed_registration_leaves_no_half_registered_version(store, monkeypatc
     with pytest.raises(RuntimeError, match="alias store down"):
         tracking.register(store["first"].model_uri, "ecgtl-finetuned")
     assert len(client.search_model_versions("name='ecgtl-finetuned'")) == before
+
+
+def test_resume_a_killed_stage_reaches_the_uninterrupted_result(store, monkeypatch):
+    import ecgtl.stages.common as common
+    from ecgtl.errors import EcgtlError
+
+    real_fit = common.fit
+
+    def killed_after_first_epoch(*args, **kwargs):
+        real_fit(*args, **kwargs, stop_after_epoch=0)  # the epoch-0 checkpoint is on disk
+        raise KeyboardInterrupt
+
+    config = tiny_finetune(fraction=0.8)
+    uninterrupted = finetune(config)
+    monkeypatch.setattr(common, "fit", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    client = store["client"]
+    killed = client.search_runs([client.get_experiment_by_name("pipeline-test").experiment_id], "",
+                                order_by=["attributes.start_time DESC"])[0]
+    assert killed.info.status == "KILLED"
+    monkeypatch.setattr(common, "fit", real_fit)
+    with pytest.raises(EcgtlError, match="started with other parameters"):
+        finetune(tiny_finetune(fraction=0.7), resume_run_id=killed.info.run_id)
+    resumed = finetune(config, resume_run_id=killed.info.run_id)
+    assert resumed.run_id == killed.info.run_id
+    assert client.get_run(resumed.run_id).info.status == "FINISHED"
+    assert resumed.metrics["test_macro_auc"] == pytest.approx(uninterrupted.metrics["test_macro_auc"], abs=1e-12)
