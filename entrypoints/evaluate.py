@@ -1,8 +1,10 @@
 """MLproject entry point `evaluate`: hands the parameters to `ecgtl evaluate` (see `ecgtl evaluate --help`)."""
 
 import sys
+from pathlib import Path
 
-from ecgtl.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, also when not pip-installed
+from ecgtl.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main(["evaluate", *sys.argv[1:]])

@@ -53,6 +53,7 @@ class FinetuneConfig:
             raise EcgtlError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
         if self.head not in ("new", "reuse"):
             raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
+        self.train.validate()
         return self
 
 

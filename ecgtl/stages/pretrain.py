@@ -33,6 +33,7 @@ class PretrainConfig:
 
 
 def pretrain(config: PretrainConfig, nested: bool = False, resume_run_id: str | None = None) -> StageResult:
+    config.train.validate()
     tracking.configure()
     prepared, rows = load_data(config.data, config.train.seed)
     torch.manual_seed(config.train.seed)

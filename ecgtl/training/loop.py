@@ -26,7 +26,13 @@ from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models import count_parameters
 from ecgtl.models.base import fold_batchnorm
 from ecgtl.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from ecgtl.training.unfreeze import apply_mask, discriminative_lrs, freeze_batchnorm, trainable_mask
+from ecgtl.training.unfreeze import (
+    SCHEDULES,
+    apply_mask,
+    discriminative_lrs,
+    freeze_batchnorm,
+    trainable_mask,
+)
 
 AGGREGATIONS = ("max", "mean")
 
@@ -53,6 +59,8 @@ class TrainConfig:
             raise EcgtlError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
         if self.frozen_bn not in ("eval", "train"):
             raise EcgtlError(f"frozen_bn must be 'eval' or 'train', got {self.frozen_bn!r}")
+        if self.schedule not in SCHEDULES:
+            raise EcgtlError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.decay < 1:
             raise EcgtlError("epochs and batch_size must be positive, lr > 0 and decay >= 1")
         return self
