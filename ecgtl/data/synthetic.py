@@ -337,7 +337,7 @@ def _pvc_components(p: Phenotype, onset: float, rng: np.random.Generator) -> lis
     return [(onset + 0.075, 0.03, 1.6 * p.r_amp * direction), (onset + 0.36, 0.06, -0.5 * p.r_amp * direction)]
 
 
-def dipole_components(p: Phenotype, rng: np.random.Generator) -> tuple[list[tuple[float, float, np.ndarray]], int]:
+def dipole_components(p: Phenotype, rng: np.random.Generator) -> list[tuple[float, float, np.ndarray]]:
     """All wave components over the record (beats start before 0 so the first second is not empty)."""
     rr_mean = 60.0 / p.hr
     phase = rng.uniform(0, 2 * np.pi)
@@ -358,7 +358,7 @@ def dipole_components(p: Phenotype, rng: np.random.Generator) -> tuple[list[tupl
                 components += beat_components(p, t + p.pr, rr)
         t += rr
         beat += 1
-    return components, beat
+    return components
 
 
 def render_dipole(components: list[tuple[float, float, np.ndarray]], fs: float, n: int) -> np.ndarray:
@@ -426,7 +426,7 @@ def synthesise_signal(plan: RecordPlan, layout: str, seed: int, noise: bool = Tr
     _apply_classes(phenotype, set(plan.labels), rng)
     phenotype.af = "AF" in other
     phenotype.pvc_every = int(rng.integers(4, 8)) if "PVC" in other else 0
-    components, _ = dipole_components(phenotype, rng)
+    components = dipole_components(phenotype, rng)
     n = int(DURATION_S * FS_GENERATE)
     independent = DOWER @ render_dipole(components, FS_GENERATE, n)
     if phenotype.af:  # fibrillatory waves instead of P, largest in V1

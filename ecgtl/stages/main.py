@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from ecgtl import tracking
 from ecgtl.config import config_hash, flatten
 from ecgtl.data.sources import parse_spec
-from ecgtl.evaluation.metrics import paired_bootstrap
+from ecgtl.evaluation.metrics import PairedDifference, paired_bootstrap
 from ecgtl.plotting import save_figure
 from ecgtl.stages.common import StageResult
 from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
@@ -52,7 +52,7 @@ def comparison_table(results: dict[str, StageResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(config: MainConfig) -> dict[str, StageResult]:
+def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
     tracking.configure()
     target = parse_spec(config.finetune.data.spec).short_name
     tags = {"ecgtl.stage": "main", "ecgtl.target": target, "ecgtl.config_hash": config_hash(config)}
