@@ -183,3 +183,14 @@ def test_plot_real_record(shared_samples, tmp_path):
     header = shared_samples / "cinc2021-smoke" / "PTB_PTBXL" / "S0001.hea"
     result = CliRunner().invoke(cli, ["data", "plot", str(header), "--out", str(tmp_path / "s.html")])
     assert result.exit_code == 0 and (tmp_path / "s.html").stat().st_size > 1_000_000
+
+
+@pytest.mark.slow
+def test_full_size_georgia_generates_and_reads(tmp_path):
+    folder = generate(SynthConfig(like="g12ec", n=FULL_SIZE["g12ec"], seed=0), tmp_path / "full", progress=False)
+    source = CincSource(folder)
+    assert len(source.index) == 10344 and not source.problems
+    assert len(list(folder.glob("g*"))) == 11  # 1 000 records per subfolder, as in the challenge release
+    labels, _ = source.label_matrix("shared18")
+    crbbb = labels[:, SHARED18.index("CRBBB")].mean()
+    assert abs(crbbb - 570 / 10344) < 4 * np.sqrt(crbbb * (1 - crbbb) / 10344)
