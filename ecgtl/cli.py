@@ -179,12 +179,8 @@ def _register_stage_commands() -> None:
     _stage_command("scratch", FinetuneConfig, lambda c, r: finetune(scratch_config(c), resume_run_id=r), True,
                    "Train the same model from scratch on the target (the baseline); registers ecgtl-scratch.")
     _stage_command("evaluate", EvaluateConfig, evaluate, False, "Evaluate any model URI on any dataset spec.")
-    _stage_command("main", MainConfig, lambda c: _main_result(main_stage(c)), False,
+    _stage_command("main", MainConfig, lambda c: main_stage(c)["fine-tuned"], False,
                    "pretrain -> finetune -> scratch -> comparison table, reusing finished steps.")
-
-
-def _main_result(results):
-    return results["fine-tuned"]
 
 
 @cli.group(cls=_Group)

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -195,12 +196,17 @@ class PreparedData:
     def split(self, name: str) -> SplitData:
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
-        index = pd.read_csv(self.path / "index.csv", dtype={"record_id": str})
+        index = self.index
         return SplitData(
             signals=np.load(self.path / f"{name}.npy", mmap_mode="r"),
             labels=np.load(self.path / f"{name}_labels.npy"),
             index=index[index["split"] == name].reset_index(drop=True),
         )
+
+    @cached_property
+    def index(self) -> pd.DataFrame:
+        """All records (read once, shared by the three splits)."""
+        return pd.read_csv(self.path / "index.csv", dtype={"record_id": str})
 
 
 def load_cache(path: Path) -> PreparedData:

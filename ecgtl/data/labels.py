@@ -40,6 +40,11 @@ SHARED18_MAP: dict[str, tuple[str, str]] = {
 }
 SHARED18: tuple[str, ...] = tuple(SHARED18_MAP)
 
+
+def shared18_snomed(classes) -> dict[str, str]:
+    """SNOMED-CT code of each of `classes` that is a shared18 class (for the challenge metric)."""
+    return {name: SHARED18_MAP[name][0] for name in classes if name in SHARED18_MAP}
+
 # The challenge scores these codes as one class (evaluation-2021 `weights.csv` equivalences):
 # RBBB 59118001 == CRBBB 713427006 (Georgia codes complete RBBB mostly as 59118001),
 # CLBBB 733534002 == LBBB 164909002.

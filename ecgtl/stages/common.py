@@ -14,7 +14,7 @@ from ecgtl import tracking
 from ecgtl.config import config_hash
 from ecgtl.data.cache import PrepareConfig, PreparedData, cache_root, prepare
 from ecgtl.data.dataset import LeadScaler, valid_lengths
-from ecgtl.data.labels import SHARED18_MAP
+from ecgtl.data.labels import shared18_snomed
 from ecgtl.data.sources import parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
@@ -98,7 +98,7 @@ def train_and_report(model: EcgModel, prepared: PreparedData, train_rows: np.nda
     crop, stride = int(round(train_config.crop_s * fs)), int(round(train_config.stride_s * fs))
     logits = {name: predict_logits(model, split.signals, valid_lengths(split), scaler, crop, stride,
                                    train_config.aggregation) for name, split in (("val", val), ("test", test))}
-    class_codes = {name: SHARED18_MAP[name][0] for name in prepared.classes if name in SHARED18_MAP}
+    class_codes = shared18_snomed(prepared.classes)
     report = evaluate_predictions(val.labels, logits["val"], test.labels, logits["test"], prepared.classes,
                                   n_bootstrap=n_bootstrap, seed=train_config.seed, class_codes=class_codes)
     print(report.summary(), file=sys.stderr)

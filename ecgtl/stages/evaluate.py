@@ -18,7 +18,7 @@ from ecgtl import tracking
 from ecgtl.config import config_hash, flatten
 from ecgtl.data.cache import PrepareConfig, prepare
 from ecgtl.data.dataset import LeadScaler, valid_lengths
-from ecgtl.data.labels import SHARED18_MAP
+from ecgtl.data.labels import shared18_snomed
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import evaluate_predictions
@@ -64,7 +64,7 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     calibration = evaluated if config.split == "all" else ["val"]
     y_eval, z_eval, ids = logits_of(evaluated)
     y_cal, z_cal, _ = logits_of(calibration)
-    class_codes = {name: SHARED18_MAP[name][0] for name in info.classes if name in SHARED18_MAP}
+    class_codes = shared18_snomed(info.classes)
     report = evaluate_predictions(y_cal, z_cal, y_eval, z_eval, info.classes, n_bootstrap=config.n_bootstrap,
                                   seed=config.seed, challenge_weights=config.challenge_weights or None,
                                   class_codes=class_codes)
