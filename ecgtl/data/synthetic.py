@@ -13,8 +13,9 @@ with lateral strain/ischaemia) and other rhythms (AF, sinus brady/tachycardia, P
 The two layouts differ the way PTB-XL and Georgia do: label prevalence (the published counts), sampling
 (PTB-XL 100 and 500 Hz files, Georgia 500 Hz), mains frequency (50 vs 60 Hz), noise level and device gain.
 
-Same seed -> byte-identical files: every record draws from its own `default_rng([seed, index])`, so output
-does not depend on the number of worker processes. A ground-truth sidecar (`synthetic_truth.csv`) gives
+Same seed -> byte-identical files: every record draws from its own `default_rng(stream_seed(layout, seed,
+index, stream))`, so output does not depend on the number of worker processes, and the two layouts never share
+a random stream (a Georgia record is not a noisy copy of the PTB-XL record with the same index and seed). A ground-truth sidecar (`synthetic_truth.csv`) gives
 intervals, axis and severities per record, for tests that measure the manifestations from the signal.
 """
 
@@ -40,13 +41,23 @@ from ecgtl.data.records import STANDARD_LEADS, write_format16
 from ecgtl.data.sources import DatasetSpec
 from ecgtl.errors import DatasetError
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: random streams keyed by layout too (independent domains)
 LAYOUTS = ("ptbxl", "g12ec")
 MARKER = "synthetic.json"
 TRUTH = "synthetic_truth.csv"
 FS_GENERATE = 500
 DURATION_S = 10.0
 GAIN = 1000.0
+
+# Mixed into every random stream so that the layouts are independent domains for the same seed.
+_LAYOUT_STREAM = {"ptbxl": 1, "g12ec": 2}
+_STREAM_PLAN, _STREAM_SIGNAL, _STREAM_CODES = 0, 1, 2
+
+
+def stream_rng(layout: str, seed: int, index: int, stream: int) -> np.random.Generator:
+    """The random stream of one record (or of the plan, index -1) of one layout and seed."""
+    return np.random.default_rng([_LAYOUT_STREAM[layout], seed, index + 1, stream])
+
 
 # Dower transform rows (I, II, V1..V6) from the dipole (X, Y, Z).
 DOWER = np.array([
@@ -419,7 +430,7 @@ class RecordPlan:
 
 def synthesise_signal(plan: RecordPlan, layout: str, seed: int, noise: bool = True) -> tuple[np.ndarray, dict]:
     """The 12-lead signal [12, 5000] at 500 Hz in mV, and its ground truth."""
-    rng = np.random.default_rng([seed, plan.index, 1])
+    rng = stream_rng(layout, seed, plan.index, _STREAM_SIGNAL)
     profile = PROFILES[layout]
     other = set(plan.other)
     phenotype = _normal_phenotype(rng, plan.age, plan.sex, other)
@@ -548,7 +559,7 @@ def _write_records(task: _WriteTask) -> list[dict]:
     truths = []
     for plan in task.plans:
         signal, truth = synthesise_signal(plan, task.layout, task.seed, task.noise)
-        code_rng = np.random.default_rng([task.seed, plan.index, 2])
+        code_rng = stream_rng(task.layout, task.seed, plan.index, _STREAM_CODES)
         if task.layout == "g12ec":
             folder = out / f"g{plan.index // 1000 + 1}"
             folder.mkdir(exist_ok=True)
@@ -598,7 +609,7 @@ class SynthConfig:
 
 def plan_records(config: SynthConfig) -> tuple[list[RecordPlan], pd.DataFrame]:
     """Labels, demographics and (PTB-XL) patients/folds for every record, from the master seed."""
-    rng = np.random.default_rng([config.seed, 0])
+    rng = stream_rng(config.like, config.seed, -1, _STREAM_PLAN)
     labels, other = sample_labels(config.n, config.like, rng)
     profile = PROFILES[config.like]
     ages = np.clip(rng.normal(profile.age_mean, 16, config.n), 18, 95).round()

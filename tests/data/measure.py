@@ -138,12 +138,19 @@ def qrs_part(signal, fs, name, start_fraction, end_fraction):
 
 
 def t_amplitude(signal, fs, name):
-    """Signed T amplitude in one lead: the value at the T peak of the spatial magnitude."""
+    """Signed T amplitude in one lead: the value at the T peak of the spatial magnitude.
+
+    The T peak is searched from 200 ms after QRS onset (past the widest QRS, 175 ms), not from the detected
+    offset: with discordant ST-T (LBBB) the delineated QRS offset can run into the T wave.
+    """
     magnitude = _magnitude(signal)
     values = []
-    for _, _, offset in qrs_complexes(signal, fs):
-        search = magnitude[offset + int(0.06 * fs):offset + int(0.55 * fs)]
-        t_peak = offset + int(0.06 * fs) + int(np.argmax(search))
+    for onset, _, _ in qrs_complexes(signal, fs):
+        start = onset + int(0.2 * fs)
+        search = magnitude[start:onset + int(0.6 * fs)]
+        if not len(search):
+            continue
+        t_peak = start + int(np.argmax(search))
         values.append(lead(signal, name)[t_peak])
     return float(np.median(values))
 
@@ -151,7 +158,8 @@ def t_amplitude(signal, fs, name):
 def rr_ratio(signal, fs):
     peaks = [peak for _, peak, _ in qrs_complexes(signal, fs)]
     rr = np.diff(peaks)
-    return float(rr.max() / np.median(rr))
+    # max over min, not over the median: a 3:2 block alternates short and long intervals.
+    return float(rr.max() / rr.min())
 
 
 def sokolow_lyon_mv(signal, fs):
