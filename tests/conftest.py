@@ -111,7 +111,7 @@ def write_ptbxl(root: Path, n: int = 30, fs_list=(100,), seed: int = 0, missing:
         folder = f"{(ecg_id // 1000) * 1000:05d}"
         lr, hr = f"records100/{folder}/{ecg_id:05d}_lr", f"records500/{folder}/{ecg_id:05d}_hr"
         rows.append({
-            "ecg_id": ecg_id, "patient_id": float(ecg_id // 2), "age": float(rng.integers(20, 90)),
+            "ecg_id": ecg_id, "patient_id": float(ecg_id), "age": float(rng.integers(20, 90)),
             "sex": int(rng.integers(0, 2)), "scp_codes": choices[ecg_id % len(choices)],
             "strat_fold": (ecg_id % 10) + 1, "filename_lr": lr, "filename_hr": hr,
         })

@@ -84,3 +84,23 @@ def test_inspect_real_ptbxl_excerpt(shared_samples):
     result = _run("data", "inspect", str(shared_samples / "ptbxl-excerpt"))
     assert result.exit_code == 0
     assert "PTB-XL native" in result.output and "1 readable of 64 listed, 63 skipped" in result.output
+
+
+def test_inspect_and_prepare_survive_hostile_files(cinc_folder, tmp_path):
+    import os
+
+    (cinc_folder / "g1" / "Z00001.hea").symlink_to("/dev/zero")
+    os.mkfifo(cinc_folder / "g1" / "Z00002.hea")
+    bad_fs = next(cinc_folder.rglob("E00003.hea"))
+    bad_fs.write_text(bad_fs.read_text().replace(" 500 5000 ", " 0.001 5000 ", 1))
+    result = CliRunner().invoke(cli, ["data", "inspect", str(cinc_folder)])
+    assert result.exit_code == 0, result.output
+    assert "23 readable of 26 listed, 3 skipped" in result.output
+    assert "Z00001.hea: header is not a regular file" in result.output
+    assert "Z00002.hea: header is not a regular file" in result.output
+    assert "sampling frequency 0.001 Hz outside" in result.output
+    prepared = CliRunner().invoke(cli, ["data", "prepare", f"cinc:{cinc_folder}", "--cache-dir", str(tmp_path)])
+    assert prepared.exit_code == 0 and "3 skipped" in prepared.output
+    strict = CliRunner().invoke(cli, ["data", "prepare", "--strict", f"cinc:{cinc_folder}", "--cache-dir",
+                                      str(tmp_path / "strict")])
+    assert strict.exit_code == 2 and "Traceback" not in strict.output

@@ -67,10 +67,32 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     """Polyphase resampling along the last axis (identity when the rates match)."""
     if fs_in == fs_out:
         return signal
-    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    ratio = _ratio(fs_in, fs_out)
     from scipy.signal import resample_poly
 
     return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+
+
+def _ratio(fs_in: float, fs_out: float) -> Fraction:
+    return Fraction(fs_out / fs_in).limit_denominator(1000)
+
+
+def resample_centre(signal: np.ndarray, fs_in: float, fs_out: float, n_out: int) -> tuple[np.ndarray, int]:
+    """`crop_or_pad(resample(signal, fs_in, fs_out), n_out)`, computed on the input window that the centre crop
+    needs (plus the filter's reach), so memory and time do not grow with the record's length."""
+    ratio = _ratio(fs_in, fs_out) if fs_in != fs_out else Fraction(1)
+    up, down = ratio.numerator, ratio.denominator
+    length = signal.shape[-1]
+    full_out = -(-length * up // down)  # resample_poly's output length
+    if full_out <= n_out:
+        return crop_or_pad(resample(signal, fs_in, fs_out), n_out)
+    start_out = (full_out - n_out) // 2
+    reach = -(-10 * max(up, down) // up) + 1  # input samples the polyphase filter looks past its output
+    first = max(0, (start_out * down // up - reach) // down * down)  # a multiple of down: outputs stay aligned
+    last = min(length, -(-(start_out + n_out) * down // up) + reach)
+    window = resample(signal[..., first:last], fs_in, fs_out)
+    offset = start_out - first * up // down
+    return window[..., offset:offset + n_out], n_out
 
 
 def crop_or_pad(signal: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
@@ -88,6 +110,7 @@ def crop_or_pad(signal: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
 class _ReadTask:
     header_paths: tuple[str, ...]
     rows: tuple[int, ...]
+    root: str
     gain_errata: Mapping[float, float]
     fs_out: float | None
     n_out: int
@@ -104,13 +127,16 @@ def _run_read_task(task: _ReadTask) -> list[tuple[int, float, int, int, str | No
     for header_path, row in zip(task.header_paths, task.rows, strict=True):
         try:
             header = parse_header(header_path)
-            signal = read_signal(header, task.gain_errata)
+            signal = read_signal(header, task.gain_errata, Path(task.root))
         except RecordError as exc:
             results.append((row, float("nan"), 0, 0, str(exc)))
             continue
+        except Exception as exc:  # a reader bug must cost one record, not the whole build
+            results.append((row, float("nan"), 0, 0, f"{header_path}: unexpected {type(exc).__name__}: {str(exc)[:200]}"))
+            continue
         valid = header.n_samples
         if out is not None:
-            fixed, valid = crop_or_pad(resample(signal, header.fs, task.fs_out), task.n_out)
+            fixed, valid = resample_centre(signal, header.fs, task.fs_out, task.n_out)
             out[row] = fixed
         results.append((row, header.fs, header.n_samples, valid, None))
     if out is not None:
@@ -147,7 +173,8 @@ def scan_records(source: RecordSource, workers: int | None = None,
                  progress: bool = True) -> tuple[pd.DataFrame, list[RecordProblem]]:
     """Read every record of a source (no writing): per-record fs, length and problems, for `inspect`."""
     paths = list(source.index["header_path"])
-    tasks = [_ReadTask(p, r, source.gain_errata, None, 0, None) for p, r in _chunks(paths, range(len(paths)), _CHUNK)]
+    tasks = [_ReadTask(p, r, str(source.root), source.gain_errata, None, 0, None)
+             for p, r in _chunks(paths, range(len(paths)), _CHUNK)]
     results = _run_tasks(tasks, len(paths), workers, "reading", progress)
     frame = source.index.copy()
     frame["fs"] = [r[1] for r in results]
@@ -251,7 +278,7 @@ def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool =
             np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32,
                                       shape=(len(members), len(STANDARD_LEADS), n_out)).flush()
             paths = list(source.index["header_path"].iloc[members])
-            tasks += [_ReadTask(p, r, source.gain_errata, config.fs, n_out, str(out_path))
+            tasks += [_ReadTask(p, r, str(source.root), source.gain_errata, config.fs, n_out, str(out_path))
                       for p, r in _chunks(paths, list(range(len(members))), _CHUNK)]
         order = np.concatenate([np.flatnonzero(split == name) for name in SPLITS])
         results = _run_tasks(tasks, len(order), workers, f"preparing {spec.short_name} @ {config.fs:g} Hz", progress)

@@ -67,23 +67,55 @@ class PtbxlSource(RecordSource):
         if missing:
             raise DatasetError(f"{self.database_path}: missing columns {', '.join(sorted(missing))}")
         column = "filename_lr" if self.fs <= 100 else "filename_hr"
-        header_paths = [self.root / f"{name}.hea" for name in database[column]]
-        exists = np.array([path.exists() for path in header_paths])
-        for ecg_id, path in zip(database["ecg_id"][~exists], np.array(header_paths, dtype=object)[~exists],
-                                strict=True):
-            self.problems.append(RecordProblem(str(ecg_id), str(path), f"{path}: record file not found"))
-        present = database[exists].reset_index(drop=True)
+        folds = pd.to_numeric(database["strat_fold"], errors="coerce")
+        usable = np.ones(len(database), dtype=bool)
+        resolved_root = self.root.resolve()
+        header_paths = []
+        for i, (ecg_id, name, fold) in enumerate(zip(database["ecg_id"], database[column], folds, strict=True)):
+            path = self.root / f"{name}.hea"
+            header_paths.append(path)
+            problem = None
+            if not (np.isfinite(fold) and fold == int(fold) and 1 <= fold <= 10):
+                problem = f"{self.database_path}: ecg_id {ecg_id}: strat_fold {database['strat_fold'].iloc[i]!r} is not a fold 1..10"
+            elif not isinstance(name, str) or not name or not path.resolve().is_relative_to(resolved_root):
+                problem = f"{self.database_path}: ecg_id {ecg_id}: {column} {name!r} lies outside the dataset folder"
+            elif not path.exists():
+                problem = f"{path}: record file not found"
+            if problem:
+                usable[i] = False
+                self.problems.append(RecordProblem(str(ecg_id), str(path), problem))
+        usable &= self._patients_within_one_fold(database, folds, usable)
+        present = database[usable].reset_index(drop=True)
         ages = pd.to_numeric(present.get("age"), errors="coerce")
         self.index = pd.DataFrame({
             "record_id": present["ecg_id"].astype(str),
-            "header_path": [str(p) for p in np.array(header_paths, dtype=object)[exists]],
+            "header_path": [str(p) for p in np.array(header_paths, dtype=object)[usable]],
             "age": ages.where(ages < _PTBXL_CENSORED_AGE, 90.0),
             "sex": [normalise_sex(s) for s in present.get("sex", pd.Series([None] * len(present)))],
             "codes": [_parse_scp_codes(t, self.database_path, i) for t, i in zip(present["scp_codes"], present["ecg_id"], strict=True)],
             "patient_id": present.get("patient_id"),
-            "strat_fold": present["strat_fold"].astype(int),
+            "strat_fold": folds[usable].astype(int).to_numpy(),
             "origin": "PTB-XL",
         })
+
+    def _patients_within_one_fold(self, database: pd.DataFrame, folds: pd.Series, usable: np.ndarray) -> np.ndarray:
+        """False for every record of a patient whose records sit in different folds (a data error: such a
+        patient would cross train and test), each reported as a problem."""
+        keep = np.ones(len(database), dtype=bool)
+        if "patient_id" not in database:
+            return keep
+        frame = pd.DataFrame({"patient": database["patient_id"], "fold": folds})[usable & database["patient_id"].notna().to_numpy()]
+        spread = frame.groupby("patient")["fold"].nunique()
+        for patient in spread[spread > 1].index:
+            members = np.flatnonzero((database["patient_id"] == patient).to_numpy() & usable)
+            fold_list = ", ".join(str(int(f)) for f in sorted(folds.iloc[members].unique()))
+            for i in members:
+                keep[i] = False
+                ecg_id = database["ecg_id"].iloc[i]
+                self.problems.append(RecordProblem(
+                    str(ecg_id), str(self.root), f"{self.database_path}: ecg_id {ecg_id}: patient {patient:g} has "
+                    f"records in folds {fold_list}; all of them are left out rather than split across train and test"))
+        return keep
 
     def label_set(self, name: str) -> LabelSet:
         return get_label_set(name, self.statements)

@@ -5,12 +5,22 @@ meet is format 16 (`.dat`) or a MAT v4 int16 matrix (`.mat`, CinC), so we parse 
 the payload with one `numpy.fromfile`. Anything else (other formats, skew, several payload files, MAT v5)
 falls back to wfdb or scipy, which are slower but general. Values are computed exactly as wfdb does
 ((digital - baseline) / gain in float64, -32768 as NaN) and then stored as float32.
+
+Hostile or broken files are per-record problems (`RecordError`, one line naming the file), never a traceback,
+a hang or a huge allocation:
+- headers are read only from regular files (not FIFOs or devices, also behind symlinks), at most
+  `MAX_HEADER_BYTES`; every field is parsed with validation: sampling frequency finite within `FS_RANGE`,
+  1..`MAX_SIGNALS` signals, 1..`MAX_SAMPLES` samples per signal, known formats (`FORMAT_BITS`) only;
+- a payload must be a plain file name beside its header that resolves (symlinks too) inside the dataset root,
+  and its size must match what the header implies before anything is allocated;
+- MAT files must hold an int16 (or any numeric, via scipy) matrix named `val` of the header's shape.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +40,15 @@ _FMT16_INVALID = -32768
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 _MAT_V4_INT16_LE = 30  # MOPT: little-endian, int16, full numeric matrix
 _MAT_V4_HEADER_BYTES = 20
+
+# Limits that keep a hostile header from costing memory or time (documented in the README).
+MAX_HEADER_BYTES = 1 << 20
+FS_RANGE: tuple[float, float] = (50.0, 16_000.0)
+MAX_SIGNALS = 64
+MAX_SAMPLES = 2_000_000  # per signal: 66 min at 500 Hz; real 12-lead records have 5 000 to ~500 000
+# Bits per sample of the WFDB storage formats we read (310/311 pack 3 samples into 4 bytes).
+FORMAT_BITS: dict[str, float] = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16,
+                                 "212": 12, "310": 32 / 3, "311": 32 / 3}
 
 
 @dataclass(frozen=True)
@@ -118,11 +137,28 @@ def normalise_sex(value: object) -> str | None:
 
 def _parse_float(token: str, what: str, path: Path) -> float:
     try:
-        return float(token)
+        value = float(token)
     except ValueError:
         raise RecordError(f"{path}: cannot parse {what} {token!r}") from None
+    if not np.isfinite(value):
+        raise RecordError(f"{path}: {what} {token!r} is not a finite number")
+    return value
 
 
+def _parse_int(token: str, what: str, path: Path, low: int, high: int) -> int:
+    """An integer field (plain digits, optional sign) within [low, high]."""
+    if not re.fullmatch(r"[-+]?\d{1,12}", token):
+        raise RecordError(f"{path}: cannot parse {what} {token!r} as an integer")
+    value = int(token)
+    if not low <= value <= high:
+        raise RecordError(f"{path}: {what} {value} outside {low}..{high}")
+    return value
+
+
+_INT32_RANGE = (-(1 << 31), (1 << 31) - 1)
+
+
+_FORMAT_RE = re.compile(r"(?P<fmt>\d+)(?:x(?P<spf>\d{1,6}))?(?::(?P<skew>\d{1,9}))?(?:\+(?P<offset>\S+))?")
 _GAIN_RE = re.compile(r"^(?P<gain>[-+0-9.eE]+)(?:\((?P<baseline>[-+0-9]+)\))?(?:/(?P<units>.+))?$")
 
 
@@ -130,19 +166,32 @@ def _parse_signal_line(tokens: list[str], path: Path) -> SignalSpec:
     if len(tokens) < 2:
         raise RecordError(f"{path}: malformed signal line {' '.join(tokens)!r}")
     file_name, fmt_token = tokens[0], tokens[1]
-    fmt, _, offset = fmt_token.partition("+")
-    has_skew = ":" in fmt
-    fmt = fmt.split(":")[0].split("x")[0]
-    byte_offset = int(offset) if offset else 0
+    match = _FORMAT_RE.fullmatch(fmt_token)
+    if not match:
+        raise RecordError(f"{path}: cannot parse format {fmt_token!r}")
+    fmt = match["fmt"]
+    if fmt not in FORMAT_BITS:
+        raise RecordError(f"{path}: unsupported WFDB format {fmt!r}")
+    if match["spf"] is not None and int(match["spf"]) != 1:
+        raise RecordError(f"{path}: {match['spf']} samples per frame are not supported")
+    has_skew = match["skew"] is not None and int(match["skew"]) != 0
+    byte_offset = _parse_int(match["offset"], "byte offset", path, 0, 1 << 30) if match["offset"] else 0
     gain, baseline, units = _WFDB_DEFAULT_GAIN, None, "mV"
     if len(tokens) > 2:
         match = _GAIN_RE.match(tokens[2])
         if not match:
             raise RecordError(f"{path}: cannot parse gain {tokens[2]!r}")
         gain = _parse_float(match["gain"], "gain", path) or _WFDB_DEFAULT_GAIN
-        baseline = int(match["baseline"]) if match["baseline"] is not None else None
+        baseline = _parse_int(match["baseline"], "baseline", path, *_INT32_RANGE) if match["baseline"] else None
         units = match["units"] or "mV"
-    adc_zero = int(tokens[4]) if len(tokens) > 4 else 0
+    # Fields we do not use are still validated: a malformed one means the line is not what it seems (wfdb's
+    # parser then shifts fields silently).
+    if len(tokens) > 3:
+        _parse_int(tokens[3], "ADC resolution", path, 0, 64)
+    adc_zero = _parse_int(tokens[4], "ADC zero", path, *_INT32_RANGE) if len(tokens) > 4 else 0
+    for position, what in ((5, "initial value"), (6, "checksum"), (7, "block size")):
+        if len(tokens) > position:
+            _parse_int(tokens[position], what, path, *_INT32_RANGE)
     # Fields after the checksum: block size, then the free-text description (the lead name).
     description = " ".join(tokens[8:]) if len(tokens) > 8 else ""
     return SignalSpec(
@@ -157,15 +206,34 @@ def _parse_signal_line(tokens: list[str], path: Path) -> SignalSpec:
     )
 
 
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """At most `limit` bytes of a regular file (after symlinks); FIFOs and devices are refused without
+    blocking (opened non-blocking, checked with fstat before reading)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise RecordError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot open {what} ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RecordError(f"{path}: {what} is not a regular file")
+        if info.st_size > limit:
+            raise RecordError(f"{path}: {what} is {info.st_size} bytes, more than the {limit} allowed")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise RecordError(f"{path}: {what} is more than the {limit} bytes allowed")
+    return data
+
+
 def parse_header(path: str | os.PathLike) -> Header:
     """Parse a `.hea` file. Accepts `E00009.mat 12 500 5000` record lines (CinC 2020) that wfdb rejects."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="latin-1")
-    except FileNotFoundError:
-        raise RecordError(f"{path}: header file not found") from None
-    except OSError as exc:
-        raise RecordError(f"{path}: cannot read header ({exc.strerror})") from None
+    text = read_regular_file(path, MAX_HEADER_BYTES, "header").decode("latin-1")
     lines = [line.strip() for line in text.splitlines()]
     comments = tuple(line.lstrip("#").strip() for line in lines if line.startswith("#"))
     content = [line for line in lines if line and not line.startswith("#")]
@@ -178,20 +246,17 @@ def parse_header(path: str | os.PathLike) -> Header:
     if "/" in record_name:
         raise RecordError(f"{path}: multi-segment records are not supported")
     record_name = re.sub(r"\.(mat|dat|hea)$", "", record_name)
-    try:
-        n_signals = int(record_tokens[1])
-    except ValueError:
-        raise RecordError(f"{path}: malformed record line {content[0]!r}") from None
+    n_signals = _parse_int(record_tokens[1], "signal count", path, 1, MAX_SIGNALS)
     fs = _parse_float(record_tokens[2].split("/")[0].split("(")[0], "sampling frequency", path)
+    if not FS_RANGE[0] <= fs <= FS_RANGE[1]:
+        raise RecordError(f"{path}: sampling frequency {fs:g} Hz outside {FS_RANGE[0]:g}..{FS_RANGE[1]:g} Hz")
     if len(record_tokens) < 4:
         raise RecordError(f"{path}: header gives no sample count")
-    n_samples = int(_parse_float(record_tokens[3], "sample count", path))
+    n_samples = _parse_int(record_tokens[3], "sample count", path, 1, MAX_SAMPLES)
     signal_lines = content[1:]
     if len(signal_lines) != n_signals:
         raise RecordError(f"{path}: header declares {n_signals} signals but describes {len(signal_lines)}")
     signals = tuple(_parse_signal_line(line.split(), path) for line in signal_lines)
-    if fs <= 0:
-        raise RecordError(f"{path}: non-positive sampling frequency {fs}")
     return Header(path, record_name, fs, n_samples, signals, comments)
 
 
@@ -211,8 +276,9 @@ def lead_order(header: Header) -> np.ndarray:
     return np.array([positions[lead] for lead in STANDARD_LEADS])
 
 
-def _read_mat_v4(path: Path, n_signals: int, n_samples: int) -> np.ndarray | None:
-    """Digital [samples, signals] from a MAT v4 int16 file, or None when the file is another MAT flavour."""
+def _read_mat_v4(path: Path, n_signals: int, n_samples: int) -> tuple[np.ndarray, int] | None:
+    """Digital [samples, signals] from a MAT v4 int16 file and the byte offset of its data, or None when the
+    file is another MAT flavour."""
     with open(path, "rb") as handle:
         head = handle.read(_MAT_V4_HEADER_BYTES)
         if len(head) < _MAT_V4_HEADER_BYTES:
@@ -220,56 +286,93 @@ def _read_mat_v4(path: Path, n_signals: int, n_samples: int) -> np.ndarray | Non
         mopt, rows, cols, imag, name_len = np.frombuffer(head, dtype="<i4")
         if mopt != _MAT_V4_INT16_LE or imag != 0 or not 0 < name_len < 64:
             return None
-        if (rows, cols) != (n_signals, n_samples):
-            raise RecordError(
-                f"{path}: header/payload size mismatch: header says {n_signals}x{n_samples}, "
-                f"matrix is {rows}x{cols}"
-            )
-        data_offset = _MAT_V4_HEADER_BYTES + int(name_len)
+        name = handle.read(int(name_len))
+    if name != b"val\0":
+        raise RecordError(f"{path}: MAT file has no 'val' variable (found {name.rstrip(bytes(1)).decode('latin-1')!r})")
+    if (rows, cols) != (n_signals, n_samples):
+        raise RecordError(
+            f"{path}: header/payload size mismatch: header says {n_signals}x{n_samples}, matrix is {rows}x{cols}"
+        )
+    data_offset = _MAT_V4_HEADER_BYTES + int(name_len)
     _check_payload_size(path, data_offset + 2 * n_signals * n_samples)
     # MAT stores column-major: column j holds all signals at sample j, i.e. the WFDB interleaving.
-    return np.fromfile(path, dtype="<i2", offset=data_offset).reshape(n_samples, n_signals)
+    return np.fromfile(path, dtype="<i2", offset=data_offset).reshape(n_samples, n_signals), data_offset
 
 
 def _read_mat_any(path: Path, n_signals: int, n_samples: int) -> np.ndarray:
+    """Other MAT flavours through scipy; the variable's shape is checked (`whosmat` reads headers only)
+    before its data is loaded, so a lying or compressed file cannot make us allocate more than the header says."""
     import scipy.io
 
+    if path.stat().st_size > 8 * n_signals * n_samples + (1 << 16):
+        raise RecordError(f"{path}: MAT file is larger than a {n_signals}x{n_samples} matrix can be")
     try:
-        matrix = scipy.io.loadmat(path)["val"]
-    except KeyError:
-        raise RecordError(f"{path}: MAT file has no 'val' variable") from None
+        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(path)}
+        if "val" not in shapes:
+            raise RecordError(f"{path}: MAT file has no 'val' variable")
+        if tuple(shapes["val"]) != (n_signals, n_samples):
+            raise RecordError(
+                f"{path}: header/payload size mismatch: header says {n_signals}x{n_samples}, "
+                f"'val' is {'x'.join(map(str, shapes['val']))}"
+            )
+        matrix = np.asarray(scipy.io.loadmat(path, variable_names=["val"])["val"])
+    except RecordError:
+        raise
     except Exception as exc:  # scipy raises several types for corrupt files
-        raise RecordError(f"{path}: unreadable MAT file ({exc})") from None
-    if matrix.shape != (n_signals, n_samples):
-        raise RecordError(
-            f"{path}: header/payload size mismatch: header says {n_signals}x{n_samples}, "
-            f"'val' is {'x'.join(map(str, matrix.shape))}"
-        )
-    return np.asarray(matrix).T
+        raise RecordError(f"{path}: unreadable MAT file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if matrix.shape != (n_signals, n_samples) or not np.issubdtype(matrix.dtype, np.number) \
+            or np.iscomplexobj(matrix):
+        raise RecordError(f"{path}: MAT variable 'val' is not a real {n_signals}x{n_samples} matrix")
+    return matrix.T
 
 
-def _check_payload_size(path: Path, expected: int) -> None:
+def _check_payload_size(path: Path, expected: int, slack: int = 0) -> None:
     actual = path.stat().st_size
     if actual == 0:
         raise RecordError(f"{path}: empty payload file")
     if actual < expected:
         raise RecordError(f"{path}: truncated payload: {actual} bytes, header implies {expected}")
-    if actual > expected:
+    if actual > expected + slack:
         raise RecordError(f"{path}: header/payload size mismatch: {actual} bytes, header implies {expected}")
 
 
-def _read_digital(header: Header) -> np.ndarray:
+def payload_path(header: Header, file_name: str, root: Path | None = None) -> Path:
+    """The payload file a header names: a plain file name beside the header, resolving (symlinks followed)
+    to a regular file inside `root` (default: the header's folder)."""
+    if not file_name or file_name in (".", "..") or "/" in file_name or "\\" in file_name or "\0" in file_name:
+        raise RecordError(f"{header.path}: payload file name {file_name!r} is not a plain file name")
+    path = header.path.parent / file_name
+    boundary = Path(root if root is not None else header.path.parent).resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(boundary):
+        raise RecordError(f"{header.path}: payload file {file_name!r} lies outside the dataset folder")
+    if not resolved.exists():
+        raise RecordError(f"{path}: payload file not found")
+    if not resolved.is_file():
+        raise RecordError(f"{path}: payload is not a regular file")
+    return path
+
+
+def _read_digital(header: Header, root: Path | None = None) -> np.ndarray:
     """Digital samples as [samples, signals], by the fastest path the files allow."""
     first = header.signals[0]
-    payload = header.path.parent / first.file_name
-    if not payload.exists():
-        raise RecordError(f"{payload}: payload file not found")
+    payloads = {name: payload_path(header, name, root) for name in dict.fromkeys(s.file_name for s in header.signals)}
+    payload = payloads[first.file_name]
     if payload.stat().st_size == 0:
         raise RecordError(f"{payload}: empty payload file")
-    single_file = all(s.file_name == first.file_name for s in header.signals)
+    single_file = len(payloads) == 1
     if payload.suffix.lower() == ".mat" and single_file:
-        digital = _read_mat_v4(payload, len(header.signals), header.n_samples)
-        return digital if digital is not None else _read_mat_any(payload, len(header.signals), header.n_samples)
+        mat_v4 = _read_mat_v4(payload, len(header.signals), header.n_samples)
+        # The header must describe the MAT layout (int16 samples, interleaved, at the data offset): a header
+        # that says otherwise disagrees with its payload, and guessing which one is right is not our call.
+        expected_offset = mat_v4[1] if mat_v4 is not None else None
+        for spec in header.signals:
+            if spec.fmt != "16" or spec.has_skew or expected_offset not in (None, spec.byte_offset):
+                layout = f"16+{expected_offset}" if expected_offset is not None else "16"
+                raise RecordError(f"{header.path}: signal {spec.description or '?'} is stored as format "
+                                  f"{spec.fmt}+{spec.byte_offset}{' with skew' if spec.has_skew else ''}, "
+                                  f"which does not match the MAT file's layout ({layout})")
+        return mat_v4[0] if mat_v4 is not None else _read_mat_any(payload, len(header.signals), header.n_samples)
     simple_fmt16 = single_file and all(
         s.fmt == "16" and not s.has_skew and s.byte_offset == first.byte_offset for s in header.signals
     )
@@ -277,6 +380,12 @@ def _read_digital(header: Header) -> np.ndarray:
         n = len(header.signals)
         _check_payload_size(payload, first.byte_offset + 2 * n * header.n_samples)
         return np.fromfile(payload, dtype="<i2", offset=first.byte_offset).reshape(header.n_samples, n)
+    for name, path in payloads.items():  # wfdb allocates from the header: check every file's size first
+        specs = [s for s in header.signals if s.file_name == name]
+        if len({s.fmt for s in specs}) != 1:
+            raise RecordError(f"{path}: signals of one file in different formats are not supported")
+        bits = FORMAT_BITS[specs[0].fmt] * len(specs) * header.n_samples
+        _check_payload_size(path, specs[0].byte_offset + int(np.ceil(bits / 8)), slack=4)
     return _read_digital_with_wfdb(header)
 
 
@@ -286,19 +395,23 @@ def _read_digital_with_wfdb(header: Header) -> np.ndarray:
     try:
         record = wfdb.rdrecord(str(header.path.with_suffix("")), physical=False)
     except Exception as exc:  # wfdb raises bare ValueErrors/IndexErrors for corrupt files
-        raise RecordError(f"{header.path}: wfdb cannot read record ({exc})") from None
-    return np.asarray(record.d_signal)
+        raise RecordError(f"{header.path}: wfdb cannot read record ({type(exc).__name__}: {str(exc)[:200]})") from None
+    digital = np.asarray(record.d_signal)
+    if digital.shape != (header.n_samples, len(header.signals)):
+        raise RecordError(f"{header.path}: wfdb read {digital.shape} samples x signals, header says "
+                          f"{header.n_samples} x {len(header.signals)}")
+    return digital
 
 
-def read_signal(header: Header, gain_errata: Mapping[float, float] | None = None) -> np.ndarray:
+def read_signal(header: Header, gain_errata: Mapping[float, float] | None = None,
+                root: Path | None = None) -> np.ndarray:
     """Physical signal in mV, float32 [12 leads, samples], leads in `STANDARD_LEADS` order.
 
-    `gain_errata` maps a gain that a header states wrongly to the true one (CinC 2020's 4880/mV).
+    `gain_errata` maps a gain that a header states wrongly to the true one (CinC 2020's 4880/mV); payloads must
+    lie inside `root` (the dataset folder; default: the header's folder).
     """
     order = lead_order(header)
-    if header.n_samples <= 0:
-        raise RecordError(f"{header.path}: header gives no samples")
-    digital = _read_digital(header)[:, order]
+    digital = _read_digital(header, root)[:, order]
     specs = [header.signals[i] for i in order]
     gains = []
     for spec in specs:
@@ -308,7 +421,8 @@ def read_signal(header: Header, gain_errata: Mapping[float, float] | None = None
             raise RecordError(f"{header.path}: unsupported unit {spec.units!r}")
         gains.append(gain / scale)
     baseline = np.array([spec.baseline for spec in specs], dtype=np.float64)
-    physical = (digital.astype(np.float64) - baseline) / np.array(gains)
+    with np.errstate(all="ignore"):  # overflow to inf is caught just below
+        physical = (digital.astype(np.float64) - baseline) / np.array(gains)
     physical[digital == _FMT16_INVALID] = np.nan
     if not np.isfinite(physical).all():
         raise RecordError(f"{header.path}: signal contains NaN or invalid samples")
@@ -319,10 +433,11 @@ def read_record(
     header_path: str | os.PathLike,
     record_id: str | None = None,
     gain_errata: Mapping[float, float] | None = None,
+    root: Path | None = None,
 ) -> Record:
     """Read one record (header + payload) into a `Record`."""
     header = parse_header(header_path)
-    signal = read_signal(header, gain_errata)
+    signal = read_signal(header, gain_errata, root)
     return Record(
         record_id=record_id or header.record_name,
         signal=signal,

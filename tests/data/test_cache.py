@@ -123,3 +123,16 @@ def test_ptbxl_prepare_uses_official_folds(ptbxl_folder, tmp_path):
     superdiag = prepare(PrepareConfig(spec=f"ptbxl:{ptbxl_folder}", label_set="ptbxl-superdiagnostic"),
                         cache_dir=tmp_path, progress=False)
     assert superdiag.classes == ("CD", "HYP", "MI", "NORM", "STTC")
+
+
+@pytest.mark.parametrize(("fs_in", "fs_out", "n_in"), [(500, 100, 5000), (1000, 100, 115_200), (257, 100, 46_260),
+                                                       (100, 500, 1000), (360, 250, 21_600), (500, 100, 60_001)])
+def test_resampling_only_the_centre_window_equals_resampling_everything(fs_in, fs_out, n_in):
+    from ecgtl.data.cache import crop_or_pad, resample, resample_centre
+
+    signal = np.random.default_rng(0).standard_normal((12, n_in)).astype(np.float32)
+    n_out = 10 * fs_out
+    windowed, valid = resample_centre(signal, fs_in, fs_out, n_out)
+    reference, valid_reference = crop_or_pad(resample(signal, fs_in, fs_out), n_out)
+    assert valid == valid_reference
+    np.testing.assert_allclose(windowed, reference, atol=1e-6)

@@ -120,7 +120,7 @@ def test_truncated_format16_dat_is_reported(tmp_path):
 
 def test_unparseable_header(tmp_path):
     (tmp_path / "bad.hea").write_text("bad twelve x\n")
-    with pytest.raises(RecordError, match="bad.hea: malformed record line"):
+    with pytest.raises(RecordError, match="bad.hea: cannot parse signal count"):
         parse_header(tmp_path / "bad.hea")
     (tmp_path / "empty.hea").write_text("")
     with pytest.raises(RecordError, match="empty header"):
@@ -144,3 +144,116 @@ def test_direct_format16_writer_is_read_identically_by_wfdb(tmp_path):
     assert record.fs == 100 and record.sig_name == list(STANDARD_LEADS)
     np.testing.assert_array_equal(read_signal(parse_header(header)), _wfdb_reference(header))
     np.testing.assert_allclose(read_signal(parse_header(header)), signal, atol=0.5e-3 + 1e-7)
+
+
+# ------------------------------------------------------------------------------------------ hostile headers
+def _edit_header(header, record_line=None, signal_token=None):
+    """Rewrite the record line, or one token (index, value) of every signal line."""
+    lines = header.read_text().splitlines()
+    if record_line is not None:
+        lines[0] = record_line
+    if signal_token is not None:
+        index, value = signal_token
+        for i in range(1, 13):
+            tokens = lines[i].split()
+            tokens[index] = value
+            lines[i] = " ".join(tokens)
+    header.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("record_line", "signal_token", "message"),
+    [
+        (None, (1, "16+x"), "cannot parse byte offset 'x'"),
+        (None, (1, "99"), "unsupported WFDB format '99'"),
+        (None, (1, "16x4"), "4 samples per frame"),
+        (None, (4, "abc"), "cannot parse ADC zero 'abc'"),
+        (None, (2, "nan/mV"), "cannot parse gain 'nan/mV'"),
+        (None, (2, "1e400/mV"), "gain '1e400' is not a finite number"),
+        ("E00100 12 500 nan", None, "cannot parse sample count 'nan'"),
+        ("E00100 12 500 1e400", None, "cannot parse sample count '1e400'"),
+        ("E00100 12 500 -5", None, "sample count -5 outside"),
+        ("E00100 12 500 99999999999", None, "sample count 99999999999 outside"),
+        ("E00100 12 nan 5000", None, "sampling frequency 'nan' is not a finite number"),
+        ("E00100 12 inf 5000", None, "sampling frequency 'inf' is not a finite number"),
+        ("E00100 12 0.001 5000", None, "sampling frequency 0.001 Hz outside"),
+        ("E00100 12 0.02 5000", None, "sampling frequency 0.02 Hz outside"),
+        ("E00100 9999 500 5000", None, "signal count 9999 outside"),
+    ],
+)
+def test_hostile_header_fields_are_one_line_record_problems(tmp_path, record_line, signal_token, message):
+    header = write_cinc(tmp_path, "E00100", digital_ecg(seed=8))
+    _edit_header(header, record_line, signal_token)
+    with pytest.raises(RecordError) as info:
+        read_signal(parse_header(header))
+    assert message in str(info.value) and "E00100.hea" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../outside/secret.mat", "/etc/passwd", "..", "sub/E.mat"])
+def test_payload_outside_the_dataset_folder_is_refused_without_reading_it(tmp_path, name):
+    root = tmp_path / "dataset"
+    header = write_cinc(root, "E00100", digital_ecg(seed=8))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.mat").write_bytes((root / "E00100.mat").read_bytes())  # a valid payload, but not ours
+    header.write_text(header.read_text().replace("E00100.mat 16", f"{name} 16"))
+    with pytest.raises(RecordError) as info:
+        read_signal(parse_header(header), root=root)
+    text = str(info.value)
+    assert "outside the dataset folder" in text or "not a plain file name" in text
+    assert "bytes" not in text  # nothing about the foreign file (its size) is reported
+
+
+def test_payload_symlink_leaving_the_dataset_is_refused(tmp_path):
+    root = tmp_path / "dataset"
+    header = write_cinc(root, "E00100", digital_ecg(seed=8))
+    (tmp_path / "elsewhere.mat").write_bytes((root / "E00100.mat").read_bytes())
+    (root / "E00100.mat").unlink()
+    (root / "E00100.mat").symlink_to(tmp_path / "elsewhere.mat")
+    with pytest.raises(RecordError, match="outside the dataset folder"):
+        read_signal(parse_header(header), root=root)
+    # A symlink that stays inside the dataset is fine.
+    (root / "store").mkdir()
+    (root / "store" / "E00100.mat").write_bytes((tmp_path / "elsewhere.mat").read_bytes())
+    (root / "E00100.mat").unlink()
+    (root / "E00100.mat").symlink_to(root / "store" / "E00100.mat")
+    assert read_signal(parse_header(header), root=root).shape == (12, 5000)
+
+
+def test_header_that_is_a_device_or_a_fifo_is_refused_at_once(tmp_path):
+    import os
+    import time
+
+    (tmp_path / "zero.hea").symlink_to("/dev/zero")
+    with pytest.raises(RecordError, match="zero.hea: header is not a regular file"):
+        parse_header(tmp_path / "zero.hea")
+    os.mkfifo(tmp_path / "pipe.hea")
+    started = time.monotonic()
+    with pytest.raises(RecordError, match="pipe.hea: header is not a regular file"):
+        parse_header(tmp_path / "pipe.hea")  # used to block forever waiting for a writer
+    assert time.monotonic() - started < 5
+    (tmp_path / "huge.hea").write_bytes(b"#" * (2 << 20))
+    with pytest.raises(RecordError, match="more than the"):
+        parse_header(tmp_path / "huge.hea")
+
+
+def test_mat_v4_with_another_variable_name_is_a_record_problem(tmp_path):
+    digital = digital_ecg(seed=8)
+    header = write_cinc(tmp_path, "E00100", digital)
+    scipy_io = pytest.importorskip("scipy.io")
+    scipy_io.savemat(tmp_path / "E00100.mat", {"ecg": digital}, format="4")
+    with pytest.raises(RecordError, match="MAT file has no 'val' variable"):
+        read_signal(parse_header(header))
+    scipy_io.savemat(tmp_path / "E00100.mat", {"ecg": digital}, format="5")
+    with pytest.raises(RecordError, match="MAT file has no 'val' variable"):
+        read_signal(parse_header(header))
+
+
+def test_mat_v5_that_claims_a_larger_matrix_is_refused_before_loading(tmp_path):
+    import scipy.io
+
+    header = write_cinc(tmp_path, "E00100", digital_ecg(seed=8))
+    scipy.io.savemat(tmp_path / "E00100.mat", {"val": np.zeros((12, 50_000), np.int16)}, format="5",
+                     do_compression=True)  # compresses to a few kB: a small file, a big allocation
+    with pytest.raises(RecordError, match="header says 12x5000, 'val' is 12x50000"):
+        read_signal(parse_header(header))
