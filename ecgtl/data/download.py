@@ -4,6 +4,10 @@ Files come through wfdb's PhysioNet downloader (`dl_pn_file`: it appends to part
 can point at a mirror via `db_index_url`). Every file is verified against the release's `SHA256SUMS.txt`;
 a mismatch is reported and the file fetched again, never kept. Verified files are remembered in a small
 ledger so an interrupted download resumes without re-hashing what was already checked.
+
+Nothing outside `--to` is ever written, appended to or deleted: every path of the checksum list is validated
+once, before anything is fetched (relative, no `..`, no drive or absolute part, and resolving, symlinks
+followed, inside the target folder); one offending line stops the download with a one-line error naming it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +67,27 @@ def parse_checksums(text: str, prefix: str = "") -> dict[str, str]:
         if path.startswith(prefix):
             checksums[path] = digest
     return checksums
+
+
+def confined_path(folder: Path, relative: str, origin: str = "checksum list") -> Path:
+    """`folder / relative`, or an `EcgtlError` when `relative` could reach outside `folder`."""
+    problem = None
+    parts = relative.split("/")
+    if not relative or "\0" in relative or "\\" in relative:
+        problem = "is empty or holds a NUL or backslash"
+    elif relative.startswith("/") or re.match(r"^[A-Za-z]:", relative):
+        problem = "is absolute"
+    elif any(part in ("", ".", "..") for part in parts):
+        problem = "has an empty, '.' or '..' component"
+    elif relative == _LEDGER or relative.startswith(f"{_LEDGER}."):
+        problem = "would overwrite the download ledger"
+    else:
+        local = folder / relative
+        if not local.resolve().is_relative_to(folder.resolve()):
+            problem = f"resolves outside {folder} (through a symlink)"
+    if problem:
+        raise EcgtlError(f"{origin}: path {relative!r} {problem}; refusing to download anything")
+    return folder / relative
 
 
 def sha256_of(path: Path) -> str:
@@ -115,6 +141,9 @@ def download(name: str, folder: Path, mirror: str | None = None, progress: bool 
     )
     if not checksums:
         raise EcgtlError(f"{release.database}/SHA256SUMS.txt lists no files under {release.prefix!r}")
+    origin = f"{index_url}{release.database}/SHA256SUMS.txt"
+    for relative in checksums:  # all of them, before the first byte is written
+        confined_path(folder, relative, origin)
     report = DownloadReport(name, folder, files=len(checksums))
     ledger = _load_ledger(folder)
     previous_url = wfdb_download.config.db_index_url
@@ -143,7 +172,7 @@ def download(name: str, folder: Path, mirror: str | None = None, progress: bool 
 def _fetch_verified(wfdb_download, release: Release, folder: Path, relative: str, digest: str,
                     report: DownloadReport) -> bool:
     """Fetch one file (resuming a partial one) until its checksum matches, at most `_ATTEMPTS` times."""
-    local = folder / relative
+    local = confined_path(folder, relative)  # again: a symlink may have appeared since the list was checked
     subdir, basefile = posixpath.split(relative)
     local.parent.mkdir(parents=True, exist_ok=True)
     for _attempt in range(_ATTEMPTS):
@@ -157,9 +186,9 @@ def _fetch_verified(wfdb_download, release: Release, folder: Path, relative: str
         click.echo(f"{relative}: checksum mismatch; discarding and fetching again", err=True)
         if relative not in report.refetched:
             report.refetched.append(relative)
-        local.unlink(missing_ok=True)
+        confined_path(folder, relative).unlink(missing_ok=True)
     if local.exists() and sha256_of(local) != digest:
-        local.unlink()
+        confined_path(folder, relative).unlink()
     return False
 
 

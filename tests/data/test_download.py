@@ -26,6 +26,7 @@ class FakeMirror(BaseHTTPRequestHandler):
     """Serves FILES with Range support; can corrupt or cut a file for its first N requests."""
 
     files: dict[str, bytes] = {}
+    extra_sums: list[str] = []  # hostile lines appended to SHA256SUMS.txt
     corrupt_first: dict[str, int] = {}
     cut_first: dict[str, int] = {}
     requests: list[str] = []
@@ -34,13 +35,14 @@ class FakeMirror(BaseHTTPRequestHandler):
         pass
 
     def _body(self):
-        prefix = f"/{RELEASE}/"
-        if not self.path.startswith(prefix):
+        release = next((r for r in (RELEASE, "ptb-xl/1.0.3") if self.path.startswith(f"/{r}/")), None)
+        if release is None:
             return None
-        relative = self.path[len(prefix):]
+        relative = self.path[len(release) + 2:]
         if relative == "SHA256SUMS.txt":
-            return "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in self.files.items()).encode()
-        return self.files.get(relative)
+            lines = [f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in self.files.items()]
+            return "".join(lines + [f"{line}\n" for line in self.extra_sums]).encode()
+        return self.files.get(relative, b"served for any path: " + relative.encode())
 
     def do_HEAD(self):
         body = self._body()
@@ -57,7 +59,7 @@ class FakeMirror(BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
-        relative = self.path.split(f"/{RELEASE}/", 1)[1]
+        relative = self.path.split("/", 3)[-1]
         type(self).requests.append(relative)
         if self.corrupt_first.get(relative, 0) > 0:
             self.corrupt_first[relative] -= 1
@@ -86,6 +88,7 @@ class FakeMirror(BaseHTTPRequestHandler):
 @pytest.fixture
 def mirror():
     FakeMirror.files = dict(FILES)
+    FakeMirror.extra_sums = []
     FakeMirror.corrupt_first, FakeMirror.cut_first, FakeMirror.requests = {}, {}, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeMirror)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -141,3 +144,40 @@ def test_interrupted_transfer_and_partial_file_resume(mirror, tmp_path):
 def test_unreachable_mirror_is_one_clear_error(tmp_path):
     with pytest.raises(EcgtlError, match="cannot fetch checksum list"):
         download("ptbxl", tmp_path, mirror="http://127.0.0.1:9/", progress=False)
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() and not p.is_symlink() else "dir/link")
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize(
+    ("release", "line"),
+    [
+        ("g12ec", "training/georgia/../../../outside/victim.txt"),
+        ("g12ec", "training/georgia/g1/../../../../outside/victim.txt"),
+        ("ptbxl", "{outside}/victim.txt"),
+        ("ptbxl", "./../outside/victim.txt"),
+        ("g12ec", "training/georgia/escape/victim.txt"),  # escape is a symlink to ../outside
+        ("ptbxl", ".ecgtl-download.json"),
+    ],
+)
+def test_checksum_lines_leaving_the_target_are_refused_and_nothing_outside_changes(mirror, tmp_path, release, line):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_bytes(b"precious user data")
+    (outside / "other.bin").write_bytes(bytes(range(256)))
+    target = tmp_path / "target"
+    (target / "training" / "georgia").mkdir(parents=True)
+    (target / "training" / "georgia" / "escape").symlink_to(outside, target_is_directory=True)
+    line = line.format(outside=outside)
+    # A wrong digest: the old code fetched the file, found a mismatch and deleted it, outside the target.
+    FakeMirror.extra_sums = [f"{'0' * 64}  {line}"]
+    before_outside, before_target = _tree(outside), _tree(target)
+    with pytest.raises(EcgtlError) as info:
+        download(release, target, mirror=mirror, progress=False)
+    message = str(info.value)
+    assert repr(line.removeprefix("./")) in message and "SHA256SUMS.txt" in message and "\n" not in message
+    assert _tree(outside) == before_outside
+    assert _tree(target) == before_target  # nothing fetched, nothing written, not even the ledger
+    assert [r for r in FakeMirror.requests if not r.endswith("SHA256SUMS.txt")] == []
