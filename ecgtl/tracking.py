@@ -7,6 +7,10 @@
 - Models are logged once per run as a pyfunc LoggedModel carrying the ecgtl bundle; registration gives each
   new version the alias `challenger` and the first version also `champion`; a failed registration deletes
   the half-made version.
+- Only "does not exist" answers count as absent (`is_not_found`); any other registry or store error
+  propagates, so a transient failure never moves `champion` or starts an unrequested pretraining.
+- A fresh `sqlite:///` store is created (and migrated) once, under a file lock, so that stages started at
+  the same moment do not race through MLflow's schema migrations.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "ecgtl"
 CHAMPION, CHALLENGER = "champion", "challenger"
 PIP_REQUIREMENTS = ["torch>=2.2,<2.14", "numpy", "scipy", "pandas", "scikit-learn", "wfdb", "click", "plotly",
-                    "mlflow>=3.1,<3.18"]
+                    "filelock", "mlflow>=3.1,<3.18"]
 
 
 class StageInterrupted(KeyboardInterrupt):
@@ -41,12 +45,53 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """Whether an MLflow error says that a run, model, version or alias does not exist (and nothing else)."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return False
+    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    # A missing alias of an existing model is reported as an invalid parameter.
+    return exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).expanduser().resolve()
+
+
+def initialise_store(uri: str) -> None:
+    """Create and migrate a `sqlite:///` store once, under a lock beside ecgtl's cache (a no-op for servers
+    and databases that exist). MLflow's migrations are not safe to run from two processes at once."""
+    database = _sqlite_path(uri)
+    if database is None:
+        return
+    import hashlib
+
+    import mlflow
+    from filelock import FileLock
+
+    from ecgtl.data.cache import cache_root
+
+    lock = cache_root() / "locks" / f"mlflow-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock), timeout=600):
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # tracking tables
+        client.search_registered_models(max_results=1)  # registry tables
+
+
 def configure(experiment: str | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines suffice
     import mlflow
 
     if mlflow.active_run() is not None:  # a nested stage: keep the parent's store and experiment
         return
+    initialise_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the experiment is already chosen
         mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
@@ -65,9 +110,17 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     previous_handler = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
         signal.signal(signal.SIGTERM, _raise_interrupted)
-    if run_id is not None:  # resuming: only with the parameters the run was started with
-        started_with = mlflow.MlflowClient().get_run(run_id).data.tags.get("ecgtl.config_hash")
-        if started_with != tags.get("ecgtl.config_hash"):
+    if run_id is not None:  # resuming: only an unfinished run, and only with the parameters it started with
+        try:
+            resumed = mlflow.MlflowClient().get_run(run_id)
+        except Exception as exc:
+            if is_not_found(exc):
+                raise EcgtlError(f"--resume {run_id}: no such run in {tracking_uri()}") from None
+            raise
+        if resumed.info.status == "FINISHED":
+            raise EcgtlError(f"--resume {run_id}: the run already FINISHED (it registered its model); "
+                             "start a new run instead")
+        if resumed.data.tags.get("ecgtl.config_hash") != tags.get("ecgtl.config_hash"):
             raise EcgtlError(f"run {run_id} was started with other parameters; resume it with the same ones")
     parent = mlflow.active_run()
     experiment_id = parent.info.experiment_id if (nested and parent and run_id is None) else None
@@ -236,15 +289,19 @@ def register(model_uri: str, name: str) -> int:
 
 
 def _has_alias(client, name: str, alias: str) -> bool:
+    """Whether alias exists; only a "not found" answer means no (any other error propagates)."""
     try:
         client.get_model_version_by_alias(name, alias)
         return True
-    except Exception:
-        return False
+    except Exception as exc:
+        if is_not_found(exc):
+            return False
+        raise
 
 
 def model_exists(uri: str) -> bool:
-    """Whether `models:/NAME@ALIAS` (or any model URI) resolves in the current store."""
+    """Whether `models:/NAME@ALIAS` (or any model URI) resolves in the current store; only a "not found"
+    answer means no, any other error (store down, permissions) propagates."""
     import mlflow
 
     if uri.startswith("models:/") and "@" in uri:
@@ -253,8 +310,10 @@ def model_exists(uri: str) -> bool:
     try:
         mlflow.models.get_model_info(uri)
         return True
-    except Exception:
-        return False
+    except Exception as exc:
+        if is_not_found(exc):
+            return False
+        raise
 
 
 def download_model(uri: str, folder: Path) -> Path:

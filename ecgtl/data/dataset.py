@@ -60,14 +60,23 @@ def valid_lengths(split: SplitData) -> np.ndarray:
     return np.full(len(split), n)
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each training batch over n records. Drops nothing: the last batch may be smaller, but
+    never a single record (BatchNorm cannot train on one), which joins the batch before it."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 def crop_batches(split: SplitData, rows: np.ndarray, crop: int, batch_size: int, scaler: LeadScaler, seed: int,
                  epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches of random crops for one epoch (drops nothing: the last batch may be smaller)."""
+    """Shuffled batches of random crops for one epoch (`batch_bounds`: nothing dropped)."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(rows)
     lengths = valid_lengths(split)
-    for start in range(0, len(order), batch_size):
-        batch_rows = np.sort(order[start:start + batch_size])  # sorted reads are kinder to the memmap
+    for start, end in batch_bounds(len(order), batch_size):
+        batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
         signals = np.asarray(split.signals[batch_rows])
         room = np.maximum(lengths[batch_rows] - crop, 0)
         offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)

@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from ecgtl.data.cache import SplitData
-from ecgtl.data.dataset import LeadScaler, crop_batches, sliding_windows, valid_lengths, window_starts
+from ecgtl.data.dataset import (
+    LeadScaler,
+    batch_bounds,
+    crop_batches,
+    sliding_windows,
+    valid_lengths,
+    window_starts,
+)
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models import count_parameters
@@ -85,6 +92,17 @@ class FitResult:
     history: list[EpochResult] = field(default_factory=list)
     stopped_early: bool = False
 
+    def to_checkpoint(self) -> dict:
+        """Tensors and plain values only (checkpoints load with weights_only=True)."""
+        return {"best_state": self.best_state, "best_epoch": self.best_epoch,
+                "best_val_macro_auc": self.best_val_macro_auc, "history": [asdict(h) for h in self.history],
+                "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_checkpoint(cls, data: dict) -> FitResult:
+        return cls(data["best_state"], data["best_epoch"], data["best_val_macro_auc"],
+                   [EpochResult(**h) for h in data["history"]], data["stopped_early"])
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -142,9 +160,9 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     groups = model.layer_groups()
     crop, stride = int(round(config.crop_s * fs)), int(round(config.stride_s * fs))
     rows = np.arange(len(train)) if train_rows is None else np.asarray(train_rows)
-    if len(rows) == 0:
-        raise EcgtlError("the training split is empty")
-    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+    if len(rows) < 2:
+        raise EcgtlError(f"the training split has {len(rows)} record(s); BatchNorm needs at least 2")
+    steps_per_epoch = len(batch_bounds(len(rows), config.batch_size))
     lrs = discriminative_lrs(config.lr, config.decay, len(groups))
     optimizer = torch.optim.AdamW([{"params": list(module.parameters()), "lr": lr} for (_, module), lr in zip(groups, lrs, strict=True)],
                                   weight_decay=config.weight_decay)
@@ -161,7 +179,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"])
-        result = state["result"]
+        result = FitResult.from_checkpoint(state["result"])
         first_epoch = state["epoch"] + 1
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
@@ -204,7 +222,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                               "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                                              "result": result, "config": asdict(config)})
+                                              "result": result.to_checkpoint(), "config": asdict(config)})
         if result.stopped_early or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
     model.load_state_dict(result.best_state)

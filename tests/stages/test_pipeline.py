@@ -189,3 +189,63 @@ def test_resume_a_killed_stage_reaches_the_uninterrupted_result(store, monkeypat
     assert resumed.run_id == killed.info.run_id
     assert client.get_run(resumed.run_id).info.status == "FINISHED"
     assert resumed.metrics["test_macro_auc"] == pytest.approx(uninterrupted.metrics["test_macro_auc"], abs=1e-12)
+
+
+def _transient_error(method_name, calls):
+    """A client method that fails once with a server error (not "not found"), then works."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    real = getattr(mlflow.MlflowClient, method_name)
+
+    def flaky(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException("connection reset by peer", error_code="TEMPORARILY_UNAVAILABLE")
+        return real(self, *args, **kwargs)
+
+    return flaky
+
+
+def test_a_transient_registry_error_never_moves_champion(store, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ecgtl import tracking
+
+    client = store["client"]
+    client.delete_registered_model_alias("ecgtl-finetuned", "champion")  # as if no champion yet ...
+    before = {v.version for v in client.search_model_versions("name='ecgtl-finetuned'")}
+    calls = []
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", _transient_error("get_model_version_by_alias", calls))
+    # ... but the store cannot say so right now: the new version must not be made champion, nor kept half-made.
+    with pytest.raises(MlflowException, match="connection reset"):
+        tracking.register(store["first"].model_uri, "ecgtl-finetuned")
+    assert calls and {v.version for v in client.search_model_versions("name='ecgtl-finetuned'")} == before
+    client.set_registered_model_alias("ecgtl-finetuned", "champion", "1")
+
+
+def test_a_transient_error_does_not_start_an_unrequested_pretraining(store, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    import ecgtl.stages.finetune as finetune_module
+
+    started = []
+    monkeypatch.setattr(finetune_module, "pretrain", lambda *a, **k: started.append(a))
+    calls = []
+    monkeypatch.setattr(mlflow.MlflowClient, "get_model_version_by_alias", _transient_error("get_model_version_by_alias", calls))
+    with pytest.raises(MlflowException, match="connection reset"):
+        finetune(tiny_finetune(fraction=0.4))
+    assert calls and not started
+
+
+def test_resume_refuses_unknown_and_finished_runs(store):
+    from ecgtl.errors import EcgtlError
+
+    with pytest.raises(EcgtlError, match="--resume 0123456789abcdef0123456789abcdef: no such run"):
+        finetune(tiny_finetune(), resume_run_id="0123456789abcdef0123456789abcdef")
+    versions = len(store["client"].search_model_versions("name='ecgtl-finetuned'"))
+    with pytest.raises(EcgtlError, match="already FINISHED"):
+        finetune(tiny_finetune(), resume_run_id=store["first"].run_id)
+    assert len(store["client"].search_model_versions("name='ecgtl-finetuned'")) == versions

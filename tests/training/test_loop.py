@@ -30,6 +30,37 @@ def test_resume_after_kill_equals_uninterrupted_run(prepared_tiny, tmp_path):
     assert straight_result.best_epoch == resumed_result.best_epoch
 
 
+class _Payload:
+    """A pickle that runs code when unpickled (what a crafted checkpoint in a shared cache would carry)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_checkpoint_is_refused_on_resume_without_running_its_code(prepared_tiny, tmp_path):
+    import pytest
+
+    from ecgtl.errors import EcgtlError
+
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / "last.pt"
+    torch.save({"model": {}, "epoch": 0, "rng": _Payload(marker)}, checkpoint)
+    config = TrainConfig(epochs=2, batch_size=16, seed=3)
+    with pytest.raises(EcgtlError, match="not a checkpoint that loads safely"):
+        _fit(prepared_tiny, tmp_path, config, checkpoint_path=checkpoint, resume=True)
+    assert not marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(prepared_tiny, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=16, seed=3)
+    _fit(prepared_tiny, tmp_path, config, checkpoint_path=tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=True)  # raises on anything else
+    assert state["epoch"] == 0 and state["result"]["best_epoch"] == 0 and len(state["result"]["history"]) == 1
+
+
 def test_optimizer_uses_discriminative_lrs_per_group(prepared_tiny, tmp_path):
     lrs = []
     config = TrainConfig(epochs=1, batch_size=16, lr=1e-2, decay=2.0, schedule="full")
@@ -66,3 +97,12 @@ def test_max_and_mean_aggregation_ignore_windows_in_padding():
     assert predict_logits(model, signal, np.array([1000]), scaler, 250, 250, "mean")[0, 0] == 1.0
     # Only 250 real samples: windows past them are padding and must not count.
     assert predict_logits(model, signal, np.array([250]), scaler, 250, 250, "max")[0, 0] == 0.0
+
+
+def test_no_training_batch_holds_a_single_record():
+    from ecgtl.data.dataset import batch_bounds
+
+    assert batch_bounds(65, 32) == [(0, 32), (32, 65)]
+    assert batch_bounds(64, 32) == [(0, 32), (32, 64)]
+    assert batch_bounds(66, 32) == [(0, 32), (32, 64), (64, 66)]
+    assert batch_bounds(1, 32) == [(0, 1)] and batch_bounds(5, 32) == [(0, 5)]
