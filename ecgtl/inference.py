@@ -34,6 +34,7 @@ class BundleInfo:
     calibrator: dict | None = None
     thresholds: list[float] | None = None
     extra: dict = field(default_factory=dict)
+    training: list[dict] = field(default_factory=list)  # TrainingRecords.to_dict() per dataset (leak guards)
 
 
 def save_bundle(folder: Path, model: EcgModel, info: BundleInfo) -> Path:

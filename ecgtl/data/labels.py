@@ -10,7 +10,7 @@ are aggregated to their subclass / class from `scp_statements.csv`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -41,10 +41,6 @@ SHARED18_MAP: dict[str, tuple[str, str]] = {
 SHARED18: tuple[str, ...] = tuple(SHARED18_MAP)
 
 
-def shared18_snomed(classes) -> dict[str, str]:
-    """SNOMED-CT code of each of `classes` that is a shared18 class (for the challenge metric)."""
-    return {name: SHARED18_MAP[name][0] for name in classes if name in SHARED18_MAP}
-
 # The challenge scores these codes as one class (evaluation-2021 `weights.csv` equivalences):
 # RBBB 59118001 == CRBBB 713427006 (Georgia codes complete RBBB mostly as 59118001),
 # CLBBB 733534002 == LBBB 164909002.
@@ -61,6 +57,8 @@ class LabelSet:
     classes: tuple[str, ...]
     snomed: Mapping[str, tuple[str, ...]] | None = None
     scp: Mapping[str, tuple[str, ...]] | None = None
+    # code -> code it is merged into when `equivalences` is on (the CinC label sets carry theirs in `snomed`).
+    equivalent: Mapping[str, str] = field(default_factory=lambda: dict(SNOMED_EQUIVALENCES))
 
     def _encode(self, records_codes: Sequence[Iterable[str]], class_codes: Mapping[str, tuple[str, ...]]) -> np.ndarray:
         column_of_code: dict[str, list[int]] = {}
@@ -84,7 +82,7 @@ class LabelSet:
             raise DatasetError(f"label set {self.name!r} is defined for PTB-XL SCP codes only, not SNOMED-CT")
         mapping = dict(self.snomed)
         if equivalences:
-            for code, target in SNOMED_EQUIVALENCES.items():
+            for code, target in self.equivalent.items():
                 for name, codes in mapping.items():
                     if target in codes and code not in codes:
                         mapping[name] = (*codes, code)
@@ -103,6 +101,38 @@ SHARED18_LABEL_SET = LabelSet(
     snomed={name: (codes[0],) for name, codes in SHARED18_MAP.items()},
     scp={name: (codes[1],) for name, codes in SHARED18_MAP.items()},
 )
+
+
+# The scored classes of the PhysioNet/CinC challenges (the columns of their weights tables), as
+# (abbreviation, SNOMED-CT codes), equivalent codes in one class with the official representative first.
+CINC2020_SCORED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("IAVB", ("270492004",)), ("AF", ("164889003",)), ("AFL", ("164890007",)), ("Brady", ("426627000",)),
+    ("CRBBB", ("713427006", "59118001")), ("IRBBB", ("713426002",)), ("LAnFB", ("445118002",)),
+    ("LAD", ("39732003",)), ("LBBB", ("164909002",)), ("LQRSV", ("251146004",)), ("NSIVCB", ("698252002",)),
+    ("PR", ("10370003",)), ("PAC", ("284470004", "63593006")), ("PVC", ("427172004", "17338001")),
+    ("LPR", ("164947007",)), ("LQT", ("111975006",)), ("QAb", ("164917005",)), ("RAD", ("47665007",)),
+    ("SA", ("427393009",)), ("SB", ("426177001",)), ("NSR", ("426783006",)), ("STach", ("427084000",)),
+    ("TAb", ("164934002",)), ("TInv", ("59931005",)),
+)
+CINC2021_SCORED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("AF", ("164889003",)), ("AFL", ("164890007",)), ("BBB", ("6374002",)), ("Brady", ("426627000",)),
+    ("CLBBB", ("733534002", "164909002")), ("CRBBB", ("713427006", "59118001")), ("IAVB", ("270492004",)),
+    ("IRBBB", ("713426002",)), ("LAD", ("39732003",)), ("LAnFB", ("445118002",)), ("LPR", ("164947007",)),
+    ("LQRSV", ("251146004",)), ("LQT", ("111975006",)), ("NSIVCB", ("698252002",)), ("NSR", ("426783006",)),
+    ("PAC", ("284470004", "63593006")), ("PR", ("10370003",)), ("PRWP", ("365413008",)),
+    ("PVC", ("427172004", "17338001")), ("QAb", ("164917005",)), ("RAD", ("47665007",)), ("SA", ("427393009",)),
+    ("SB", ("426177001",)), ("STach", ("427084000",)), ("TAb", ("164934002",)), ("TInv", ("59931005",)),
+)
+
+
+def _cinc_label_set(name: str, scored: tuple[tuple[str, tuple[str, ...]], ...]) -> LabelSet:
+    return LabelSet(name, tuple(abbreviation for abbreviation, _ in scored), snomed=dict(scored), equivalent={})
+
+
+CINC_LABEL_SETS: dict[str, LabelSet] = {
+    "cinc2020": _cinc_label_set("cinc2020", CINC2020_SCORED),
+    "cinc2021": _cinc_label_set("cinc2021", CINC2021_SCORED),
+}
 
 
 def _flag(column: pd.Series) -> pd.Series:
@@ -129,19 +159,28 @@ def ptbxl_label_set(kind: str, statements: pd.DataFrame) -> LabelSet:
     return LabelSet(f"ptbxl-{kind}", tuple(sorted(scp)), scp=scp)
 
 
-LABEL_SET_NAMES: tuple[str, ...] = ("shared18", *(f"ptbxl-{kind}" for kind in PTBXL_LABEL_SET_KINDS))
+LABEL_SET_NAMES: tuple[str, ...] = ("shared18", *CINC_LABEL_SETS, *(f"ptbxl-{kind}" for kind in PTBXL_LABEL_SET_KINDS))
 
 
 def get_label_set(name: str, scp_statements: pd.DataFrame | None = None) -> LabelSet:
     """Look a label set up by name (`shared18`, `ptbxl-all`, …; `all` is accepted for `ptbxl-all`)."""
     if name == "shared18":
         return SHARED18_LABEL_SET
+    if name in CINC_LABEL_SETS:
+        return CINC_LABEL_SETS[name]
     kind = name.removeprefix("ptbxl-")
     if kind in PTBXL_LABEL_SET_KINDS:
         if scp_statements is None:
             raise DatasetError(f"label set {name!r} needs PTB-XL's scp_statements.csv (a ptbxl: dataset)")
         return ptbxl_label_set(kind, scp_statements)
     raise DatasetError(f"unknown label set {name!r}; choose from {', '.join(LABEL_SET_NAMES)}")
+
+
+def snomed_codes_of(label_set: str, equivalences: bool = True) -> dict[str, tuple[str, ...]]:
+    """class -> SNOMED-CT codes of a label set (for the challenge metric); empty for PTB-XL-only sets."""
+    if label_set not in ("shared18", *CINC_LABEL_SETS):
+        return {}
+    return get_label_set(label_set).snomed_codes(equivalences)
 
 
 def published_counts(dx_mapping: pd.DataFrame, source_column: str, label_set: LabelSet = SHARED18_LABEL_SET,

@@ -141,6 +141,13 @@ def resolve_spec(spec: DatasetSpec | str) -> DatasetSpec:
     return spec
 
 
+def dataset_identity(spec: DatasetSpec | str) -> str:
+    """What makes two specs the same dataset: a synthetic spec itself (generation is deterministic, wherever the
+    cache lies), else the kind and resolved folder (`cinc:/data/georgia`)."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    return str(parsed) if parsed.kind == "synthetic" else str(resolve_spec(parsed))
+
+
 def fingerprint_of(spec: DatasetSpec | str) -> str:
     """A cheap hash (file names, sizes, mtimes of index files) that changes when the records change.
 

@@ -1,18 +1,35 @@
-"""The PhysioNet/CinC Challenge 2020 scoring metric.
+"""The PhysioNet/CinC Challenge 2020/2021 scoring metric.
 
 Reference: Perez Alday et al., "Classification of 12-lead ECGs: the PhysioNet/Computing in Cardiology
-Challenge 2020", Physiol. Meas. 41 (2020) 124003, and the challenge's `evaluate_12ECG_score.py`.
+Challenge 2020", Physiol. Meas. 41 (2020) 124003, and the challenges' `evaluate_12ECG_score.py` (2020) and
+`evaluate_model.py` (2021), whose formulas this follows (checked on fixture data, see the tests):
 
 For each recording k with label set L_k and output set O_k, every pair (i in L_k, j in O_k) adds
 1 / max(1, |L_k union O_k|) to a confusion matrix A; the score is sum(W * A) for the weights table W. It is
 normalised so that the true labels score 1 and the "inactive" classifier, which always outputs only the
-normal class (sinus rhythm, 426783006), scores 0:  (observed - inactive) / (correct - inactive).
-Equivalent codes (e.g. 713427006 | 59118001) are one class: the first code of a pair stands for both.
+normal class (sinus rhythm, 426783006), scores 0:  (observed - inactive) / (correct - inactive); where the
+true labels score no better than the inactive classifier the official scorers return 0.0, and so do we.
+
+Equivalent codes are one scored class: the 2021 table writes them into one column (`733534002|164909002`),
+the 2020 table has a column each, merged by `CHALLENGE_EQUIVALENCES`. A scored class is the set of all its
+codes, and a model's class matches it when they share a code (so shared18's CLBBB, 164909002, is the 2021
+class `733534002|164909002` as well as the 2020 class 164909002).
+
+The score is the official challenge metric only when a model outputs every scored class of the table
+(label sets `cinc2020`, `cinc2021`); over fewer classes it is a partial score (`WeightsMatch.complete`).
+
+The 2020 scorer also applies a normal-class rule to labels and outputs: normal together with another class
+becomes not normal, and a record with no output at all outputs normal. Tables in the 2020 layout (no
+`a|b` columns) get that rule (`WeightsTable.normal_rule`). One difference remains by choice: where the true
+labels score no better than the inactive classifier, the 2020 scorer returns NaN and the 2021 one 0.0; we
+return 0.0. (The 2020 label rule "a record with no label at all is normal" needs the record's unscored codes,
+which a label matrix does not have; records without any code are rare and are left as they are.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +39,7 @@ from ecgtl.errors import EvaluationError
 
 NORMAL_CLASS = "426783006"
 CHALLENGE_EQUIVALENCES: tuple[tuple[str, str], ...] = (
-    ("713427006", "59118001"), ("284470004", "63593006"), ("427172004", "17338001"), ("164909002", "733534002"),
+    ("713427006", "59118001"), ("284470004", "63593006"), ("427172004", "17338001"), ("733534002", "164909002"),
 )
 
 
@@ -33,49 +50,107 @@ def modified_confusion(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     return labels.T @ (outputs / normalisation[:, None])
 
 
-def challenge_score(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray, classes: Sequence[str],
-                    normal_class: str = NORMAL_CLASS) -> float:
-    """Normalised challenge score of binary `outputs` against `labels` ([records, classes], columns = classes).
+def challenge_score(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray, *,
+                    normal_column: int | None) -> float:
+    """Normalised challenge score of binary `outputs` [records, classes] against `labels`.
 
-    When `normal_class` is not among `classes`, the inactive reference outputs nothing.
+    `normal_column` is the column of the normal class; without one the inactive reference outputs nothing.
     """
     labels, outputs = np.asarray(labels).astype(bool), np.asarray(outputs).astype(bool)
-    if labels.shape != outputs.shape or labels.shape[1] != len(classes) or weights.shape != (len(classes),) * 2:
-        raise EvaluationError(f"challenge score: labels {labels.shape}, outputs {outputs.shape}, weights "
-                              f"{weights.shape} and {len(classes)} classes do not match")
+    n_classes = labels.shape[1] if labels.ndim == 2 else -1
+    if labels.shape != outputs.shape or weights.shape != (n_classes, n_classes):
+        raise EvaluationError(f"challenge score: labels {labels.shape}, outputs {outputs.shape} and weights "
+                              f"{weights.shape} do not match")
     inactive = np.zeros_like(labels)
-    if normal_class in classes:
-        inactive[:, list(classes).index(normal_class)] = True
+    if normal_column is not None:
+        inactive[:, normal_column] = True
     observed = np.nansum(weights * modified_confusion(labels, outputs))
     correct = np.nansum(weights * modified_confusion(labels, labels))
     baseline = np.nansum(weights * modified_confusion(labels, inactive))
     if correct == baseline:
-        return float("nan")
+        return 0.0  # as the official scorers do
     return float((observed - baseline) / (correct - baseline))
 
 
-def load_weights(path: str | Path, equivalences: Iterable[tuple[str, str]] = CHALLENGE_EQUIVALENCES
-                 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A challenge `weights.csv` (2020: one column per code; 2021: 'a|b' for equivalent codes).
+@dataclass(frozen=True)
+class WeightsTable:
+    """A challenge weights table: weights [classes, classes] and the codes of each scored class."""
 
-    Returns the weights and the canonical code of each class; the second code of an equivalent pair is merged
-    into the first.
-    """
+    weights: np.ndarray
+    classes: tuple[frozenset[str], ...]
+    representatives: tuple[str, ...]  # the first code of each class, as the official scorer names it
+    normal_rule: bool = False  # the 2020 scorer's normal-class rule (see the module docstring)
+
+
+def load_weights(path: str | Path, equivalences: Iterable[tuple[str, str]] = CHALLENGE_EQUIVALENCES) -> WeightsTable:
+    """Read a challenge `weights.csv` (2020: one column per code; 2021: 'a|b' for equivalent codes)."""
     path = Path(path)
     if not path.exists():
         raise EvaluationError(f"{path}: weights table not found")
-    table = pd.read_csv(path, index_col=0, dtype=str)
-    codes = [str(c).split("|")[0].strip() for c in table.columns]
-    values = table.to_numpy(dtype=float)
-    duplicate = {second for first, second in equivalences if first in codes and second in codes}
-    keep = [i for i, code in enumerate(codes) if code not in duplicate]
-    return values[np.ix_(keep, keep)], tuple(codes[i] for i in keep)
+    try:
+        table = pd.read_csv(path, index_col=0, dtype=str)
+        values = table.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    except Exception as exc:  # pandas raises several types for malformed tables
+        raise EvaluationError(f"{path}: not a weights table ({str(exc).splitlines()[0]})") from None
+    if values.shape[0] != values.shape[1] or values.shape[0] == 0:
+        raise EvaluationError(f"{path}: weights table is {values.shape[0]}x{values.shape[1]}, not square")
+    column_codes = [[code.strip() for code in str(c).split("|")] for c in table.columns]
+    partner = {}
+    for first, second in equivalences:
+        partner.setdefault(first, set()).add(second)
+        partner.setdefault(second, set()).add(first)
+    kept, classes, representatives = [], [], []
+    for i, codes in enumerate(column_codes):
+        group = set(codes).union(*(partner.get(code, set()) for code in codes))
+        if any(group & existing for existing in classes):  # an equivalent column of a class already kept
+            continue
+        kept.append(i)
+        classes.append(frozenset(group))
+        representatives.append(codes[0])
+    layout_2020 = not any(len(codes) > 1 for codes in column_codes)
+    return WeightsTable(values[np.ix_(kept, kept)], tuple(classes), tuple(representatives), normal_rule=layout_2020)
 
 
-def weights_for(classes: Sequence[str], class_codes: dict[str, str], weights: np.ndarray,
-                weight_codes: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-    """The sub-table of `weights` for those of `classes` that the challenge scores, and their columns."""
-    position = {code: i for i, code in enumerate(weight_codes)}
-    columns = [j for j, name in enumerate(classes) if class_codes.get(name) in position]
-    rows = [position[class_codes[classes[j]]] for j in columns]
-    return weights[np.ix_(rows, rows)], columns
+@dataclass(frozen=True)
+class WeightsMatch:
+    """Which model classes the table scores: their columns, the sub-table, the normal class's position."""
+
+    columns: list[int]
+    weights: np.ndarray
+    normal_column: int | None
+    complete: bool  # every scored class of the table is among the model's classes: the official metric
+    normal_rule: bool = False
+
+    def score(self, labels: np.ndarray, outputs: np.ndarray) -> float:
+        """The challenge score of a model's binary outputs [records, model classes] against its labels."""
+        labels = np.asarray(labels)[:, self.columns].astype(bool)
+        outputs = np.asarray(outputs)[:, self.columns].astype(bool)
+        if self.normal_rule and self.normal_column is not None:
+            labels, outputs = apply_normal_rule(labels, self.normal_column, fill_empty=False), \
+                apply_normal_rule(outputs, self.normal_column, fill_empty=True)
+        return challenge_score(labels, outputs, self.weights, normal_column=self.normal_column)
+
+
+def apply_normal_rule(matrix: np.ndarray, normal_column: int, *, fill_empty: bool) -> np.ndarray:
+    """The 2020 scorer's rule: normal plus another class -> not normal; (outputs) nothing -> normal."""
+    matrix = matrix.copy()
+    others = np.delete(matrix, normal_column, axis=1).any(axis=1)
+    matrix[others, normal_column] = False
+    if fill_empty:
+        matrix[~matrix.any(axis=1), normal_column] = True
+    return matrix
+
+
+def weights_for(classes: Sequence[str], class_codes: Mapping[str, Sequence[str]], table: WeightsTable) -> WeightsMatch:
+    """Match model classes (with their SNOMED-CT codes) to the table's scored classes."""
+    columns, rows = [], []
+    for j, name in enumerate(classes):
+        codes = set(class_codes.get(name, ()))
+        row = next((i for i, group in enumerate(table.classes) if codes & group), None)
+        if row is not None and row not in rows:
+            columns.append(j)
+            rows.append(row)
+    normal_row = next((i for i, group in enumerate(table.classes) if NORMAL_CLASS in group), None)
+    normal_column = rows.index(normal_row) if normal_row in rows else None
+    return WeightsMatch(columns, table.weights[np.ix_(rows, rows)], normal_column,
+                        complete=len(rows) == len(table.classes), normal_rule=table.normal_rule)

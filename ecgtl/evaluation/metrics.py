@@ -6,11 +6,18 @@
 - F-max as in Strodthoff et al. 2020 (after the CAFA protein-function benchmark): for a threshold t,
   precision is averaged over records with at least one prediction >= t, recall over records with at least one
   true label; F-max is the best harmonic mean over t in 0, 0.01, ..., 1.
-- Bootstrap: percentile intervals over resamples of records (seeded). Resamples are drawn once as count
-  weights and every AUC is computed from them with a weighted Mann-Whitney statistic (ties count one half),
+- Bootstrap: percentile intervals over resamples of records (seeded). Resamples are drawn as count weights
+  and every AUC is computed from them with a weighted Mann-Whitney statistic (ties count one half),
   vectorised over resamples: 1 000 resamples of 2 000 x 18 take about a second.
-- Paired bootstrap: two models scored on the same records, resampled together; the one-sided p-value is the
-  share of resamples in which model A is not better than model B.
+  The macro AUC of every resample averages the same classes: those evaluable on the full set. A resample in
+  which one of them has no positive (or no negative) record is redrawn (`usable_resample_weights`), so the
+  interval is conditional on every evaluable class being present, as the point estimate is; for a class with a
+  single positive, a third of plain resamples would otherwise silently drop it from the average.
+  `n_resamples` are kept; if fewer than half of the draws qualify within `_MAX_DRAW_FACTOR` times as many
+  draws, the interval is NaN and the reason is in `BootstrapAUC.note`.
+- Paired bootstrap: two models scored on the same records, resampled together (the same redrawing); the
+  report's difference is the observed one on all records, with the bootstrap CI and the one-sided p-value
+  (the share of resamples in which model A is not better than model B).
 """
 
 from __future__ import annotations
@@ -98,12 +105,34 @@ def fmax(y_true: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray |
     return float(best)
 
 
-def bootstrap_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """[resamples, n] counts: how often each record appears in each resample (multinomial, seeded)."""
+_MAX_DRAW_FACTOR = 20
+
+
+def usable_resample_weights(y_true: np.ndarray, evaluable: np.ndarray, n_resamples: int, seed: int
+                            ) -> tuple[np.ndarray, str]:
+    """[kept, n] count weights of resamples in which every evaluable class has a positive and a negative.
+
+    Drawn in batches from one seeded stream until `n_resamples` qualify or `_MAX_DRAW_FACTOR * n_resamples`
+    were drawn. Returns the weights and a note (empty unless fewer than asked were kept).
+    """
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, n, size=(n_resamples, n))
-    offsets = (np.arange(n_resamples) * n)[:, None]
-    return np.bincount((indices + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    positives = y_true[:, evaluable].astype(bool)
+    kept, drawn = [], 0
+    while sum(len(k) for k in kept) < n_resamples and drawn < _MAX_DRAW_FACTOR * n_resamples:
+        batch = min(max(n_resamples, 64), _MAX_DRAW_FACTOR * n_resamples - drawn)
+        indices = rng.integers(0, len(y_true), size=(batch, len(y_true)))
+        drawn += batch
+        counts = np.zeros((batch, len(y_true)), dtype=np.int32)
+        np.add.at(counts, (np.arange(batch)[:, None], indices), 1)
+        with_positive = (counts @ positives) > 0
+        with_negative = (counts @ ~positives) > 0
+        kept.append(counts[(with_positive & with_negative).all(axis=1)])
+    weights = np.concatenate(kept)[:n_resamples] if kept else np.zeros((0, len(y_true)), dtype=np.int32)
+    note = ""
+    if len(weights) < n_resamples:
+        note = (f"only {len(weights)} of {drawn} resamples held a positive and a negative record of every "
+                f"evaluable class")
+    return weights, note
 
 
 def weighted_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -140,6 +169,7 @@ class BootstrapAUC:
     n_resamples: int
     confidence: float
     resampled_macro: np.ndarray
+    note: str = ""
 
     def __post_init__(self) -> None:
         self.resampled_macro = np.asarray(self.resampled_macro)
@@ -161,17 +191,17 @@ def _resampled_aucs(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray,
     return resampled
 
 
-def _row_means(matrix: np.ndarray) -> np.ndarray:
-    """Mean of the finite values per row; NaN for a row with none (a resample where no class is defined)."""
-    finite = np.isfinite(matrix)
-    counts = finite.sum(axis=1)
-    totals = np.where(finite, matrix, 0.0).sum(axis=1)
-    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+def _usable_or_nothing(weights: np.ndarray, n_resamples: int) -> np.ndarray:
+    """The resamples, or none when too few qualified for a percentile interval to mean anything."""
+    return weights if len(weights) >= max(1, n_resamples // 2) else weights[:0]
 
 
-def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, n_resamples: int = 1000, seed: int = 0,
+def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
                   confidence: float = 0.95) -> BootstrapAUC:
-    """Per-class and macro AUC with seeded percentile bootstrap intervals."""
+    """Per-class and macro AUC with seeded percentile bootstrap intervals (same classes in every resample).
+
+    `y_true` [records, classes] in {0, 1}; `scores` [records, classes], any monotone score (logits).
+    """
     if n_resamples < 1:
         raise EvaluationError(f"n_resamples must be positive, got {n_resamples}")
     y_true, scores = validate(y_true, scores)
@@ -179,11 +209,13 @@ def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, n_resamples: int = 100
     evaluable = np.isfinite(point)
     if not evaluable.any():
         raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
-    resampled = _resampled_aucs(y_true, scores, bootstrap_weights(len(y_true), n_resamples, seed), evaluable)
-    macro_samples = _row_means(resampled[:, evaluable])
+    weights, note = usable_resample_weights(y_true, evaluable, n_resamples, seed)
+    weights = _usable_or_nothing(weights, n_resamples)
+    resampled = _resampled_aucs(y_true, scores, weights, evaluable)
+    macro_samples = resampled[:, evaluable].mean(axis=1)
     per_class = [_percentile_interval(point[j], resampled[:, j], confidence) for j in range(y_true.shape[1])]
-    macro = _percentile_interval(float(np.nanmean(point)), macro_samples, confidence)
-    return BootstrapAUC(per_class, macro, n_resamples, confidence, macro_samples)
+    macro = _percentile_interval(float(np.mean(point[evaluable])), macro_samples, confidence)
+    return BootstrapAUC(per_class, macro, len(weights), confidence, macro_samples, note)
 
 
 @dataclass(frozen=True)
@@ -198,20 +230,26 @@ class PairedDifference:
     n_resamples: int
 
 
-def paired_bootstrap(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n_resamples: int = 1000,
+def paired_bootstrap(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, *, n_resamples: int = 1000,
                      seed: int = 0, confidence: float = 0.95) -> PairedDifference:
-    """Paired bootstrap of the macro-AUC difference between two models scored on the same records."""
+    """Paired bootstrap of the macro-AUC difference between two models scored on the same records.
+
+    `observed` is the difference on all records (what to report); `mean` the mean over resamples.
+    """
     y_true, scores_a = validate(y_true, scores_a, "scores of model A")
     _, scores_b = validate(y_true, scores_b, "scores of model B")
     point_a, point_b = per_class_auc(y_true, scores_a), per_class_auc(y_true, scores_b)
     evaluable = np.isfinite(point_a)
     if not evaluable.any():
         raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
-    weights = bootstrap_weights(len(y_true), n_resamples, seed)
-    macro_a = _row_means(_resampled_aucs(y_true, scores_a, weights, evaluable)[:, evaluable])
-    macro_b = _row_means(_resampled_aucs(y_true, scores_b, weights, evaluable)[:, evaluable])
+    weights, _ = usable_resample_weights(y_true, evaluable, n_resamples, seed)
+    weights = _usable_or_nothing(weights, n_resamples)
+    if not len(weights):
+        raise EvaluationError("paired bootstrap: too few resamples hold a positive and a negative record of "
+                              "every evaluable class; the test set is too small for a CI")
+    macro_a = _resampled_aucs(y_true, scores_a, weights, evaluable)[:, evaluable].mean(axis=1)
+    macro_b = _resampled_aucs(y_true, scores_b, weights, evaluable)[:, evaluable].mean(axis=1)
     difference = macro_a - macro_b
-    difference = difference[np.isfinite(difference)]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(difference, [alpha, 1 - alpha])
     return PairedDifference(

@@ -9,15 +9,19 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 | `test_auc_<CLASS>` (+ `_ci_low`, `_ci_high`) | per-class AUC with CI (absent for skipped classes) |
 | `test_micro_auc`, `test_fmax` | micro AUC; Strodthoff's F-max |
 | `test_ece`, `test_mce`, `test_brier`, `test_ece_classwise` | calibration of sigmoid(logits), pooled (see calibration.py) |
-| `test_ece_<method>`, `test_brier_<method>` | after a calibrator fitted on val: platt, temperature, temperature_per_class, isotonic |
-| `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val |
-| `test_challenge_score` | CinC 2020 metric on the scored classes present (when a weights table is given) |
-| `test_n_records`, `test_n_classes_evaluated` | context (per-epoch `val_macro_auc` is logged by training) |
+| `test_ece_<method>`, `test_brier_<method>` | after a calibrator fitted on val: platt, temperature, temperature_per_class, isotonic (with a stored calibrator: that one only) |
+| `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val (or the stored thresholds) |
+| `test_challenge_score` | the official CinC challenge metric: the model outputs every scored class of the weights table (`cinc2020`, `cinc2021` label sets) |
+| `test_challenge_score_partial` | the same formula over only the scored classes the model has (e.g. 8 of shared18; no normal class, so the reference outputs nothing): not comparable to challenge results |
+| `test_n_records`, `test_n_classes_evaluated`, `test_bootstrap_resamples` | context (per-epoch `val_macro_auc` is logged by training) |
+
+Calibration is fitted on validation logits, or taken as stored with a model (`StoredCalibration`: the
+calibrator and thresholds fitted on the model's own validation split), never on the records it is scored on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +31,14 @@ import plotly.graph_objects as go
 from scipy.special import expit
 
 from ecgtl.evaluation import metrics as m
-from ecgtl.evaluation.calibration import CALIBRATION_METHODS, Calibrator, calibration_summary, make_calibrator
-from ecgtl.evaluation.challenge import challenge_score, load_weights, weights_for
+from ecgtl.evaluation.calibration import (
+    CALIBRATION_METHODS,
+    Calibrator,
+    calibration_summary,
+    calibrator_from_dict,
+    make_calibrator,
+)
+from ecgtl.evaluation.challenge import load_weights, weights_for
 from ecgtl.evaluation.figures import reliability_figure, reliability_small_multiples, roc_figure
 
 
@@ -59,18 +69,40 @@ class EvaluationReport:
         return line
 
 
-def evaluate_predictions(y_val: np.ndarray, logits_val: np.ndarray, y_test: np.ndarray, logits_test: np.ndarray,
-                         classes: Sequence[str], n_bootstrap: int = 1000, seed: int = 0,
+@dataclass(frozen=True)
+class StoredCalibration:
+    """A calibrator and F1 thresholds fitted earlier (on the model's own validation split), applied as they are."""
+
+    calibrator: Calibrator
+    thresholds: np.ndarray
+
+    @classmethod
+    def from_bundle(cls, calibrator: dict, thresholds: Sequence[float]) -> StoredCalibration:
+        return cls(calibrator_from_dict(calibrator), np.asarray(thresholds, dtype=float))
+
+
+def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None, y_test: np.ndarray,
+                         logits_test: np.ndarray, classes: Sequence[str], *, n_bootstrap: int = 1000, seed: int = 0,
                          primary_calibration: str = "temperature", challenge_weights: str | Path | None = None,
-                         class_codes: dict[str, str] | None = None, split: str = "test",
-                         with_figures: bool = True) -> EvaluationReport:
-    """Everything the platform reports about one model on one dataset (see the module docstring for keys)."""
+                         class_codes: Mapping[str, Sequence[str]] | None = None, split: str = "test",
+                         with_figures: bool = True, stored: StoredCalibration | None = None) -> EvaluationReport:
+    """Everything the platform reports about one model on one dataset (see the module docstring for keys).
+
+    `y_*` [records, classes] in {0, 1}, `logits_*` [records, classes]. Calibrators and thresholds are fitted
+    on (y_val, logits_val), or, with `stored` and no validation data, taken as stored.
+    """
     classes = tuple(classes)
-    y_val, logits_val = m.validate(y_val, logits_val, "validation logits")
     y_test, logits_test = m.validate(y_test, logits_test, "test logits")
-    if y_test.shape[1] != len(classes) or y_val.shape[1] != len(classes):
-        raise m.EvaluationError(f"{len(classes)} class names for {y_test.shape[1]} test and {y_val.shape[1]} "
-                                "validation columns")
+    if y_val is None:
+        if stored is None:
+            raise m.EvaluationError("evaluation needs validation logits to fit calibration, or a stored calibration")
+        primary_calibration = stored.calibrator.method
+    else:
+        y_val, logits_val = m.validate(y_val, logits_val, "validation logits")
+        if y_val.shape[1] != len(classes):
+            raise m.EvaluationError(f"{len(classes)} class names for {y_val.shape[1]} validation columns")
+    if y_test.shape[1] != len(classes):
+        raise m.EvaluationError(f"{len(classes)} class names for {y_test.shape[1]} test columns")
     make_calibrator(primary_calibration)  # fail early on an unknown name
     skipped = m.skipped_classes(y_test, classes)
     boot = m.bootstrap_auc(y_test, logits_test, n_resamples=n_bootstrap, seed=seed)
@@ -80,6 +112,7 @@ def evaluate_predictions(y_val: np.ndarray, logits_val: np.ndarray, y_test: np.n
         f"{split}_macro_auc_ci_high": boot.macro.high, f"{split}_micro_auc": m.micro_auc(y_test, logits_test),
         f"{split}_fmax": m.fmax(y_test, probabilities), f"{split}_n_records": float(len(y_test)),
         f"{split}_n_classes_evaluated": float(len(classes) - len(skipped)),
+        f"{split}_bootstrap_resamples": float(boot.n_resamples),
     }
     for name, interval in zip(classes, boot.per_class, strict=True):
         if np.isfinite(interval.estimate):
@@ -89,27 +122,28 @@ def evaluate_predictions(y_val: np.ndarray, logits_val: np.ndarray, y_test: np.n
     raw = calibration_summary(y_test, probabilities)
     metrics.update({f"{split}_ece": raw.ece, f"{split}_mce": raw.mce, f"{split}_brier": raw.brier,
                     f"{split}_ece_classwise": raw.classwise_ece})
-    calibrators: dict[str, Calibrator] = {}
+    if y_val is None:
+        calibrators = {primary_calibration: stored.calibrator}
+    else:
+        calibrators = {method: make_calibrator(method).fit(logits_val, y_val) for method in CALIBRATION_METHODS}
     calibrated: dict[str, np.ndarray] = {}
-    for method in CALIBRATION_METHODS:
-        calibrators[method] = make_calibrator(method).fit(logits_val, y_val)
-        calibrated[method] = calibrators[method].predict_proba(logits_test)
+    for method, calibrator in calibrators.items():
+        calibrated[method] = calibrator.predict_proba(logits_test)
         after = calibration_summary(y_test, calibrated[method])
         metrics.update({f"{split}_ece_{method}": after.ece, f"{split}_brier_{method}": after.brier})
 
-    thresholds = m.f1_thresholds(y_val, expit(logits_val))
+    thresholds = stored.thresholds if y_val is None else m.f1_thresholds(y_val, expit(logits_val))
     at_threshold = m.threshold_metrics(y_test, probabilities, thresholds)
     evaluated = np.array([name not in skipped for name in classes])
     for quantity in ("f1", "precision", "recall"):
         metrics[f"{split}_macro_{quantity}"] = float(at_threshold[quantity][evaluated].mean()) if evaluated.any() else float("nan")
 
     if challenge_weights is not None and class_codes:
-        weights, codes = load_weights(challenge_weights)
-        sub_weights, columns = weights_for(classes, class_codes, weights, codes)
-        if columns:
+        match = weights_for(classes, class_codes, load_weights(challenge_weights))
+        if match.columns:
             predicted = probabilities >= thresholds[None, :]
-            metrics[f"{split}_challenge_score"] = challenge_score(
-                y_test[:, columns], predicted[:, columns], sub_weights, [class_codes[classes[j]] for j in columns])
+            key = f"{split}_challenge_score" if match.complete else f"{split}_challenge_score_partial"
+            metrics[key] = match.score(y_test, predicted)
 
     primary_probabilities = calibrated[primary_calibration]
     per_class = pd.DataFrame({

@@ -14,8 +14,9 @@ from ecgtl import tracking
 from ecgtl.config import config_hash
 from ecgtl.data.cache import PrepareConfig, PreparedData, cache_root, prepare
 from ecgtl.data.dataset import LeadScaler, valid_lengths
-from ecgtl.data.labels import shared18_snomed
-from ecgtl.data.sources import parse_spec
+from ecgtl.data.labels import snomed_codes_of
+from ecgtl.data.lineage import TrainingRecords
+from ecgtl.data.sources import dataset_identity, parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
@@ -77,9 +78,16 @@ def checkpoint_path(run_id: str) -> Path:
 
 def train_and_report(model: EcgModel, prepared: PreparedData, train_rows: np.ndarray, train_config: TrainConfig,
                      run_id: str, registered_name: str, n_bootstrap: int, resume: bool = False,
-                     extra: dict | None = None, new_head: bool = True) -> tuple[StageResult, FitResult, EvaluationReport]:
-    """Fit, evaluate on val/test, log report + predictions + model, register. Runs inside an active run."""
+                     extra: dict | None = None, new_head: bool = True,
+                     inherited: list[TrainingRecords] | None = None) -> tuple[StageResult, FitResult, EvaluationReport]:
+    """Fit, evaluate on val/test, log report + predictions + model, register. Runs inside an active run.
+
+    The bundle records which records the model was trained on (`inherited` from a pretrained model, plus these).
+    """
     train, val, test = (prepared.split(name) for name in ("train", "val", "test"))
+    config = prepared.manifest["config"]
+    trained_on = TrainingRecords.of(config["spec"], dataset_identity(config["spec"]), int(config["split_seed"]),
+                                    list(train.index["record_id"].iloc[np.sort(train_rows)]))
     if new_head:
         model.init_head_bias(train.labels[train_rows].mean(axis=0))
     scaler = LeadScaler.fit(train.signals[np.sort(train_rows)] if len(train_rows) < len(train) else train.signals,
@@ -98,9 +106,9 @@ def train_and_report(model: EcgModel, prepared: PreparedData, train_rows: np.nda
     crop, stride = int(round(train_config.crop_s * fs)), int(round(train_config.stride_s * fs))
     logits = {name: predict_logits(model, split.signals, valid_lengths(split), scaler, crop, stride,
                                    train_config.aggregation) for name, split in (("val", val), ("test", test))}
-    class_codes = shared18_snomed(prepared.classes)
     report = evaluate_predictions(val.labels, logits["val"], test.labels, logits["test"], prepared.classes,
-                                  n_bootstrap=n_bootstrap, seed=train_config.seed, class_codes=class_codes)
+                                  n_bootstrap=n_bootstrap, seed=train_config.seed,
+                                  class_codes=snomed_codes_of(config["label_set"]))
     print(report.summary(), file=sys.stderr)
     tracking.log_evaluation_report(report)
     tracking.log_epoch(fitted.best_epoch, {"best_epoch": fitted.best_epoch,
@@ -112,6 +120,7 @@ def train_and_report(model: EcgModel, prepared: PreparedData, train_rows: np.nda
         fs=fs, crop_s=train_config.crop_s, stride_s=train_config.stride_s, aggregation=train_config.aggregation,
         scaler=scaler.to_dict(), calibrator=report.calibrators[report.primary_calibration].to_dict(),
         thresholds=report.thresholds.tolist(), extra=extra or {},
+        training=[t.to_dict() for t in [*(inherited or []), trained_on]],
     )
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_bundle(Path(tmp) / "bundle", model, info)

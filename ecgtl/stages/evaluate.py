@@ -1,8 +1,16 @@
 """Evaluate any logged model on any dataset spec (synthetic, PTB-XL, or real CinC folders) and log the report.
 
-Records are prepared at the model's sampling rate with the model's label set. With `split=all` every
-readable record is scored (useful for small real folders); calibration is then fitted and assessed on the
-same records, which the report's ECE-after numbers make optimistic: prefer `test` when a split exists.
+Records are prepared at the model's sampling rate with the model's label set (`--label_set` may name another
+set with the same classes' codes, e.g. evaluate a `cinc2021` model with its own set). Nothing is fitted on the
+records being scored unless asked:
+- by default the calibrator and F1 thresholds stored in the model bundle (fitted on the model's own
+  validation split) are applied as they are;
+- `calibration_fraction > 0` refits all calibrators and thresholds on a seeded, stratified part of the
+  evaluated records and reports on the rest only (so `test_n_records` drops by that part).
+
+Leak guard: the bundle lists the records the model (and the model it was fine-tuned from) was trained on.
+Evaluated records among them are counted (`test_n_records_seen_in_training`, tag `ecgtl.leak`) and reported;
+`strict` refuses to evaluate then. PTB-XL records inside CinC releases (`HR00001` = PTB-XL ecg_id 1) count.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from ecgtl import tracking
 from ecgtl.config import config_hash, flatten
 from ecgtl.data.cache import PrepareConfig, prepare
 from ecgtl.data.dataset import LeadScaler, valid_lengths
-from ecgtl.data.labels import shared18_snomed
-from ecgtl.data.sources import parse_spec
+from ecgtl.data.labels import snomed_codes_of
+from ecgtl.data.lineage import TrainingRecords, overlaps
+from ecgtl.data.sources import dataset_identity, parse_spec
+from ecgtl.data.splits import fraction_indices
 from ecgtl.errors import EcgtlError
-from ecgtl.evaluation.report import evaluate_predictions
+from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
 from ecgtl.stages.common import DEFAULT_TARGET, StageResult
 from ecgtl.training.loop import predict_logits
@@ -37,42 +47,62 @@ class EvaluateConfig:
     split_seed: int = 0
     n_bootstrap: int = 1000
     challenge_weights: str = ""
+    calibration_fraction: float = 0.0
+    strict: bool = False
     seed: int = 0
+
+    def validate(self) -> EvaluateConfig:
+        if self.split not in SPLIT_CHOICES:
+            raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
+        if not 0 <= self.calibration_fraction < 1:
+            raise EcgtlError(f"calibration_fraction must lie in [0, 1), got {self.calibration_fraction}")
+        return self
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:
-    if config.split not in SPLIT_CHOICES:
-        raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {config.split!r}")
+    config.validate()
     tracking.configure()
     with tempfile.TemporaryDirectory() as tmp:
         model, info = load_bundle(tracking.download_model(config.model_uri, Path(tmp)))
     prepared = prepare(PrepareConfig(spec=config.spec, fs=info.fs, label_set=info.label_set, split_seed=config.split_seed))
-    splits = {name: prepared.split(name) for name in ("train", "val", "test")}
+    names = ["train", "val", "test"] if config.split == "all" else [config.split]
+    parts = [prepared.split(n) for n in names if len(prepared.split(n))]
+    if not parts:
+        raise EcgtlError(f"{config.spec}: no records in split(s) {', '.join(names)}")
     scaler = LeadScaler.from_dict(info.scaler)
     crop, stride = int(round(info.crop_s * info.fs)), int(round(info.stride_s * info.fs))
+    logits = np.concatenate([predict_logits(model, p.signals, valid_lengths(p), scaler, crop, stride, info.aggregation)
+                             for p in parts])
+    labels = np.concatenate([p.labels for p in parts])
+    ids = [r for p in parts for r in p.index["record_id"]]
 
-    def logits_of(names: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        parts = [splits[n] for n in names if len(splits[n])]
-        if not parts:
-            raise EcgtlError(f"{config.spec}: no records in split(s) {', '.join(names)}")
-        logits = np.concatenate([predict_logits(model, p.signals, valid_lengths(p), scaler, crop, stride,
-                                                info.aggregation) for p in parts])
-        return (np.concatenate([p.labels for p in parts]), logits,
-                [r for p in parts for r in p.index["record_id"]])
+    leaks = overlaps([TrainingRecords.from_dict(t) for t in info.training], dataset_identity(config.spec), ids)
+    seen = {record_id for leak in leaks for record_id in leak.record_ids}
+    for leak in leaks:
+        print(f"warning: {leak.describe(len(ids))}", file=sys.stderr)
+    if leaks and config.strict:
+        raise EcgtlError(f"{config.spec}: {leaks[0].describe(len(ids))}; refusing to evaluate (strict)")
 
-    evaluated = ["train", "val", "test"] if config.split == "all" else [config.split]
-    calibration = evaluated if config.split == "all" else ["val"]
-    y_eval, z_eval, ids = logits_of(evaluated)
-    y_cal, z_cal, _ = logits_of(calibration)
-    class_codes = shared18_snomed(info.classes)
-    report = evaluate_predictions(y_cal, z_cal, y_eval, z_eval, info.classes, n_bootstrap=config.n_bootstrap,
-                                  seed=config.seed, challenge_weights=config.challenge_weights or None,
-                                  class_codes=class_codes)
+    calibrate_on = np.zeros(len(ids), dtype=bool)
+    if config.calibration_fraction > 0:
+        calibrate_on[fraction_indices(labels, config.calibration_fraction, config.seed)] = True
+    report_on = ~calibrate_on
+    stored = StoredCalibration.from_bundle(info.calibrator, info.thresholds) if info.calibrator else None
+    if not calibrate_on.any() and stored is None:
+        raise EcgtlError(f"{config.model_uri}: the bundle holds no calibrator; pass calibration_fraction > 0")
+    report = evaluate_predictions(
+        labels[calibrate_on] if calibrate_on.any() else None, logits[calibrate_on] if calibrate_on.any() else None,
+        labels[report_on], logits[report_on], info.classes, n_bootstrap=config.n_bootstrap, seed=config.seed,
+        challenge_weights=config.challenge_weights or None, class_codes=snomed_codes_of(info.label_set),
+        stored=None if calibrate_on.any() else stored)
+    reported_ids = [record_id for record_id, keep in zip(ids, report_on, strict=True) if keep]
+    report.metrics["test_n_records_seen_in_training"] = float(sum(record_id in seen for record_id in reported_ids))
     print(report.summary(), file=sys.stderr)
     target = parse_spec(config.spec).short_name
     tags = {"ecgtl.stage": "evaluate", "ecgtl.target": target, "ecgtl.label_set": info.label_set,
-            "ecgtl.fs": f"{info.fs:g}", "ecgtl.model_uri": config.model_uri, "ecgtl.config_hash": config_hash(config)}
+            "ecgtl.fs": f"{info.fs:g}", "ecgtl.model_uri": config.model_uri, "ecgtl.config_hash": config_hash(config),
+            "ecgtl.calibration": "refit" if calibrate_on.any() else "stored", "ecgtl.leak": str(len(seen))}
     with tracking.stage_run(f"evaluate-{info.architecture}-{target}-{config.split}", tags, flatten(config)) as run_id:
         tracking.log_evaluation_report(report)
-        tracking.log_predictions(config.split, ids, y_eval, z_eval)
+        tracking.log_predictions(config.split, reported_ids, labels[report_on], logits[report_on])
     return StageResult(run_id, config.model_uri, None, report.metrics)

@@ -16,6 +16,7 @@ import torch
 
 from ecgtl import tracking
 from ecgtl.config import flatten
+from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inference import load_bundle
@@ -72,6 +73,7 @@ def finetune(config: FinetuneConfig, nested: bool = False, resume_run_id: str | 
     pretrained_uri = config.pretrained if config.init == "pretrained" else ""
     source = "none"
     new_head = True
+    inherited: list[TrainingRecords] = []
     with tempfile.TemporaryDirectory() as tmp:
         name = run_name(stage, architecture, config.data, config.train.seed)
         tags = stage_tags(stage, config.init, source, target, config.data, config.train, config)
@@ -91,6 +93,7 @@ def finetune(config: FinetuneConfig, nested: bool = False, resume_run_id: str | 
                 if new_head:
                     model.replace_head(len(prepared.classes))
                 architecture = info.architecture
+                inherited = [TrainingRecords.from_dict(t) for t in info.training]
                 source = parse_spec(info.extra["spec"]).short_name if info.extra.get("spec") else "unknown"
                 tracking.set_tags({"ecgtl.source": source, "ecgtl.pretrained_uri": pretrained_uri,
                                    "mlflow.runName": run_name(stage, architecture, config.data, config.train.seed)})
@@ -100,6 +103,6 @@ def finetune(config: FinetuneConfig, nested: bool = False, resume_run_id: str | 
             result, _, _ = train_and_report(model, prepared, rows, config.train, run_id, REGISTERED[config.init],
                                             config.n_bootstrap, resume=resume_run_id is not None,
                                             extra={"spec": config.data.spec, "pretrained": pretrained_uri},
-                                            new_head=new_head)
+                                            new_head=new_head, inherited=inherited)
     return result
 

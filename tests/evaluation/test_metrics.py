@@ -33,7 +33,7 @@ def test_weighted_auc_equals_auc_of_the_resampled_set_with_ties():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     scores = np.round(rng.standard_normal(300) + y, 1)  # many ties
-    weights = m.bootstrap_weights(300, 5, seed=3)
+    weights, _ = m.usable_resample_weights(y[:, None], np.array([True]), 5, seed=3)
     fast = m.weighted_auc(y, scores, weights)
     for row in range(5):
         index = np.repeat(np.arange(300), weights[row])
@@ -42,8 +42,8 @@ def test_weighted_auc_equals_auc_of_the_resampled_set_with_ties():
 
 def test_bootstrap_is_deterministic_under_seed_and_brackets_the_estimate():
     y, scores = _problem()
-    a, b = m.bootstrap_auc(y, scores, 300, seed=7), m.bootstrap_auc(y, scores, 300, seed=7)
-    c = m.bootstrap_auc(y, scores, 300, seed=8)
+    a, b = m.bootstrap_auc(y, scores, n_resamples=300, seed=7), m.bootstrap_auc(y, scores, n_resamples=300, seed=7)
+    c = m.bootstrap_auc(y, scores, n_resamples=300, seed=8)
     assert a.macro == b.macro and a.macro != c.macro
     assert a.macro.low < a.macro.estimate < a.macro.high
     for interval in a.per_class:
@@ -64,12 +64,43 @@ def test_bootstrap_ci_covers_the_true_auc_about_95_percent():
     assert 0.88 <= hits / trials <= 0.99
 
 
+def test_every_resample_averages_the_same_classes():
+    """A class with one positive record: a third of plain resamples lack it. Those are redrawn, so each
+    resampled macro AUC is a mean over the same classes as the estimate."""
+    rng = np.random.default_rng(3)
+    y = np.zeros((60, 3), dtype=int)
+    y[:30, 0] = 1
+    y[::3, 1] = 1
+    y[7, 2] = 1  # a single positive
+    scores = y + rng.standard_normal(y.shape)
+    weights, note = m.usable_resample_weights(y, np.array([True, True, True]), 400, seed=0)
+    assert len(weights) == 400 and note == ""
+    assert (weights[:, 7] > 0).all()  # the lone positive is in every kept resample
+    result = m.bootstrap_auc(y, scores, n_resamples=400, seed=0)
+    assert result.n_resamples == 400 and np.isfinite(result.resampled_macro).all()
+    per_class = np.stack([m.weighted_auc(y[:, j], scores[:, j], weights) for j in range(3)], axis=1)
+    np.testing.assert_allclose(result.resampled_macro, per_class.mean(axis=1))
+
+
+def test_bootstrap_says_when_resamples_cannot_hold_every_class():
+    y = np.zeros((200, 2), dtype=int)
+    y[:100, 0] = 1
+    y[0, 1] = 1  # one positive in 200 records: only ~63% of resamples keep it ...
+    y[1:199, 1] = 0
+    scores = y + np.random.default_rng(0).standard_normal(y.shape)
+    result = m.bootstrap_auc(y, scores, n_resamples=200, seed=0)
+    assert result.n_resamples == 200  # ... which redrawing still fills
+    _, note = m.usable_resample_weights(np.eye(60, 30, dtype=int), np.ones(30, dtype=bool), 50, seed=0)
+    assert "only" in note  # 30 single-positive classes: almost no resample holds them all
+
+
 def test_paired_bootstrap():
     y, better = _problem(seed=2, separation=1.5)
     rng = np.random.default_rng(5)
     worse = y * 0.5 + rng.standard_normal(y.shape)
     result = m.paired_bootstrap(y, better, worse, n_resamples=500, seed=0)
     assert result.observed > 0 and result.low > 0 and result.p_value < 0.01
+    assert result.observed == pytest.approx(m.macro_auc(y, better) - m.macro_auc(y, worse))
     same = m.paired_bootstrap(y, better, better, n_resamples=200, seed=0)
     assert same.mean == 0 and same.p_value == 1.0
     reverse = m.paired_bootstrap(y, worse, better, n_resamples=500, seed=0)

@@ -49,9 +49,26 @@ def test_report_challenge_score_with_weights(tmp_path):
     weights = np.eye(4) + 0.25 * (1 - np.eye(4))
     lines = ["," + ",".join(codes)] + [",".join([c, *map(str, row)]) for c, row in zip(codes, weights, strict=True)]
     (tmp_path / "weights.csv").write_text("\n".join(lines) + "\n")
-    class_codes = {name: SHARED18_MAP[name][0] for name in SHARED18}
+    class_codes = {name: (SHARED18_MAP[name][0],) for name in SHARED18}
     report = _report(challenge_weights=tmp_path / "weights.csv", class_codes=class_codes)
-    assert -1 < report.metrics["test_challenge_score"] <= 1
+    # Three scored classes of shared18, no normal class among them: a partial score, named so.
+    assert -1 < report.metrics["test_challenge_score_partial"] <= 1 and "test_challenge_score" not in report.metrics
+    complete = {**class_codes, "SEHYP": ("426783006",)}  # now every class of the table has a model class
+    assert "test_challenge_score" in _report(challenge_weights=tmp_path / "weights.csv", class_codes=complete).metrics
+
+
+def test_stored_calibration_is_applied_not_refitted():
+    from ecgtl.evaluation.calibration import TemperatureScaling
+    from ecgtl.evaluation.report import StoredCalibration
+
+    y_test, z_test = _split(500, 2)
+    stored = StoredCalibration(TemperatureScaling(temperatures=np.full(18, 2.0)), np.full(18, 0.5))
+    report = evaluate_predictions(None, None, y_test, z_test, SHARED18, n_bootstrap=50, stored=stored)
+    assert set(report.calibrators) == {"temperature"} and report.calibrators["temperature"] is stored.calibrator
+    assert "test_ece_platt" not in report.metrics and "test_ece_temperature" in report.metrics
+    np.testing.assert_array_equal(report.thresholds, stored.thresholds)
+    refitted = _report()
+    assert report.metrics["test_ece_temperature"] != refitted.metrics["test_ece_temperature"]
 
 
 def test_report_rejects_mismatched_class_names():

@@ -249,3 +249,50 @@ def test_resume_refuses_unknown_and_finished_runs(store):
     with pytest.raises(EcgtlError, match="already FINISHED"):
         finetune(tiny_finetune(), resume_run_id=store["first"].run_id)
     assert len(store["client"].search_model_versions("name='ecgtl-finetuned'")) == versions
+
+
+def test_evaluate_applies_the_stored_calibration_and_refits_only_on_a_disjoint_part(store):
+    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+
+    client = store["client"]
+    spec = "synthetic:g12ec?n=60&seed=2"
+    stored = evaluate(EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion", spec=spec, split="all", n_bootstrap=20))
+    tags = client.get_run(stored.run_id).data.tags
+    assert tags["ecgtl.calibration"] == "stored" and "test_ece_temperature" in stored.metrics
+    assert "test_ece_platt" not in stored.metrics  # nothing was fitted on the scored records
+    n_all = stored.metrics["test_n_records"]
+    refit = evaluate(EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion", spec=spec, split="all",
+                                    calibration_fraction=0.5, n_bootstrap=20))
+    assert client.get_run(refit.run_id).data.tags["ecgtl.calibration"] == "refit"
+    assert refit.metrics["test_n_records"] == n_all - round(0.5 * n_all) and "test_ece_platt" in refit.metrics
+
+
+def test_evaluate_counts_training_records_and_refuses_them_with_strict(store):
+    from ecgtl.errors import EcgtlError
+    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+
+    base = EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion", spec="synthetic:g12ec?n=60&seed=2", n_bootstrap=20)
+    assert evaluate(base).metrics["test_n_records_seen_in_training"] == 0  # the model's own test split
+    other_split = evaluate(EvaluateConfig(**{**base.__dict__, "split_seed": 1}))
+    assert other_split.metrics["test_n_records_seen_in_training"] > 0  # another split puts training records in test
+    with pytest.raises(EcgtlError, match="were training records of this model"):
+        evaluate(EvaluateConfig(**{**base.__dict__, "split_seed": 1, "strict": True}))
+
+
+def test_ptbxl_records_inside_a_cinc_release_count_as_seen(store, tmp_path):
+    """CinC ships PTB-XL as HR00001… (= ecg_id 1…): a model pretrained on PTB-XL has seen some of them."""
+    import json
+
+    from conftest import digital_ecg, write_cinc
+
+    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+    from ecgtl.tracking import download_model
+
+    folder = download_model("models:/ecgtl-pretrained@champion", tmp_path / "model")
+    bundle = json.loads(next(folder.rglob("bundle.json")).read_text())
+    trained = {int(r) for r in bundle["training"][0]["record_ids"]}
+    for ecg_id in range(1, 21):
+        write_cinc(tmp_path / "cinc", f"HR{ecg_id:05d}", digital_ecg(seed=ecg_id), dx="164873001" if ecg_id % 2 else "270492004")
+    result = evaluate(EvaluateConfig(model_uri="models:/ecgtl-pretrained@champion", spec=f"cinc:{tmp_path / 'cinc'}",
+                                     split="all", n_bootstrap=20))
+    assert result.metrics["test_n_records_seen_in_training"] == len(trained & set(range(1, 21))) > 0
