@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from ecgtl.data.cache import PrepareConfig, SplitData, prepare
-from ecgtl.data.dataset import LeadScaler, crop_batches, valid_lengths
+from ecgtl.data.dataset import valid_lengths
 from ecgtl.models import create_model
-from ecgtl.training.loop import TrainConfig, fit, predict_logits
+from ecgtl.pipeline import InputPipeline
+from ecgtl.training.loop import TrainConfig, fit
 
 CROP, BATCH = 250, 128
 
@@ -55,13 +56,14 @@ def main() -> None:
     prepared = prepare(PrepareConfig(spec="synthetic:ptbxl?n=3000&seed=0"), progress=False)
     train, test = prepared.split("train"), prepared.split("test")
     rows = np.arange(min(args.records, len(train)))
-    scaler = LeadScaler.fit(train.signals)
+    pipeline = InputPipeline(fs=100, crop_s=CROP / 100, stride_s=1.25).fit_scaler(train.signals, valid_lengths(train))
+    scaler = pipeline.scaler
     n_classes = len(prepared.classes)
     print(f"cores / torch threads   {os.cpu_count()} / {torch.get_num_threads()}")
     print(f"model                   {args.model}, batch {BATCH}, crop {CROP} samples, {len(rows)} records x {args.epochs} epochs")
 
     started = time.perf_counter()
-    n_batches = sum(1 for _ in crop_batches(train, rows, CROP, BATCH, scaler, seed=0, epoch=0))
+    n_batches = sum(1 for _ in pipeline.train_batches(train, rows, BATCH, seed=0, epoch=0))
     loader_rate = len(rows) / (time.perf_counter() - started)
 
     torch.manual_seed(0)
@@ -74,17 +76,17 @@ def main() -> None:
     torch.manual_seed(0)
     config = TrainConfig(epochs=args.epochs, batch_size=BATCH, crop_s=2.5, stride_s=1.25)
     started = time.perf_counter()
-    fit(create_model(args.model, n_classes), train, tiny_val, config, fs=100, scaler=scaler, train_rows=rows, progress=False)
+    fit(create_model(args.model, n_classes), train, tiny_val, config, pipeline, train_rows=rows, progress=False)
     engine_seconds = time.perf_counter() - started
     engine_rate = len(rows) * args.epochs / engine_seconds
 
     model = create_model(args.model, n_classes).eval()
     records, lengths = test.signals[:256], valid_lengths(test)[:256]
-    predict_logits(model, records[:128], lengths[:128], scaler, CROP, 125, "max")  # warm-up: oneDNN plans
+    pipeline.predict_logits(model, records[:128], lengths[:128])  # warm-up: oneDNN plans
     timings = []
     for _ in range(3):
         started = time.perf_counter()
-        predict_logits(model, records, lengths, scaler, CROP, 125, "max")
+        pipeline.predict_logits(model, records, lengths)
         timings.append(time.perf_counter() - started)
     inference_rate = len(records) / min(timings)
 

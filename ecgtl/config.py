@@ -1,8 +1,14 @@
 """Stage configs are frozen dataclasses; MLflow params are the same object flattened with dots.
 
 `flatten(config)` -> {"train.lr": 0.01, ...}; `build(cls, flat)` rebuilds a config from (partial) flat
-values, converting strings by each field's type; `config_hash` hashes the whole object, for reusing
-finished runs and checking resumed ones.
+values, converting strings by each field's type.
+
+`reuse_key(config)` says when a finished run can stand in for a new one (`main`, `ablation`) and whether a
+resumed run has its original parameters. It hashes what determines the result: the config class, the fields
+whose values differ from that class's defaults, and `REUSE_VERSION`. So adding a field whose default keeps
+the old behaviour leaves every finished run's key valid; changing what a default does must bump
+`REUSE_VERSION` (then nothing old is reused). Fields that cannot change a result (`NOT_IN_REUSE_KEY`: where
+a run shows progress, how many parallel jobs run it) are left out.
 """
 
 from __future__ import annotations
@@ -81,5 +87,14 @@ def _replace(config: Any, flat: dict[str, Any]) -> Any:
     return dataclasses.replace(config, **changes)
 
 
-def config_hash(config: Any) -> str:
-    return hashlib.sha256(json.dumps(flatten(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+REUSE_VERSION = "2"
+NOT_IN_REUSE_KEY = frozenset({"progress", "jobs"})
+
+
+def reuse_key(config: Any) -> str:
+    """A 16-hex-digit key of what determines a run's result (see the module docstring)."""
+    defaults = flatten(type(config)())
+    changed = {key: value for key, value in flatten(config).items()
+               if key.rsplit(".", 1)[-1] not in NOT_IN_REUSE_KEY and defaults.get(key) != value}
+    payload = {"config": type(config).__name__, "changed": changed, "version": REUSE_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,5 +1,6 @@
-"""A model bundle: weights plus everything inference needs (fs, window, stride, aggregation, lead scaler,
-class names, calibrator, thresholds). Predicts calibrated probabilities from raw mV signals."""
+"""A model bundle: weights plus everything inference needs (the input pipeline: fs, leads, domain, window,
+stride, aggregation, scaler; class names, calibrator, thresholds; the records it was trained on).
+Predicts calibrated probabilities from raw mV signals without importing the trainer."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from ecgtl.data.dataset import LeadScaler
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.calibration import calibrator_from_dict
 from ecgtl.models import EcgModel, create_model
-from ecgtl.training.loop import predict_logits
+from ecgtl.pipeline import InputPipeline
 
 BUNDLE_JSON = "bundle.json"
 WEIGHTS = "weights.pt"
@@ -26,15 +26,26 @@ class BundleInfo:
     architecture: str
     classes: list[str]
     label_set: str
-    fs: float
-    crop_s: float
-    stride_s: float
-    aggregation: str
-    scaler: dict
+    pipeline: dict  # InputPipeline.to_dict()
     calibrator: dict | None = None
     thresholds: list[float] | None = None
     extra: dict = field(default_factory=dict)
     training: list[dict] = field(default_factory=list)  # TrainingRecords.to_dict() per dataset (leak guards)
+
+    @property
+    def fs(self) -> float:
+        return float(self.pipeline["fs"])
+
+    def input_pipeline(self) -> InputPipeline:
+        return InputPipeline.from_dict(self.pipeline)
+
+    @classmethod
+    def from_json(cls, data: dict) -> BundleInfo:
+        """Also reads bundles of ecgtl 0.1 (fs, crop_s, stride_s, aggregation and scaler at the top level)."""
+        data = dict(data)
+        if "pipeline" not in data:
+            data["pipeline"] = {key: data.pop(key) for key in ("fs", "crop_s", "stride_s", "aggregation", "scaler")}
+        return cls(**data)
 
 
 def save_bundle(folder: Path, model: EcgModel, info: BundleInfo) -> Path:
@@ -56,8 +67,8 @@ def find_bundle(folder: Path) -> Path:
 
 def load_bundle(folder: Path) -> tuple[EcgModel, BundleInfo]:
     folder = find_bundle(folder)
-    info = BundleInfo(**json.loads((folder / BUNDLE_JSON).read_text()))
-    model = create_model(info.architecture, len(info.classes))
+    info = BundleInfo.from_json(json.loads((folder / BUNDLE_JSON).read_text()))
+    model = create_model(info.architecture, len(info.classes), n_leads=info.input_pipeline().n_channels)
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     return model, info
 
@@ -68,18 +79,14 @@ class Predictor:
     def __init__(self, folder: Path) -> None:
         self.model, self.info = load_bundle(folder)
         self.model.eval()
-        self.scaler = LeadScaler.from_dict(self.info.scaler)
+        self.pipeline = self.info.input_pipeline()
         self.calibrator = calibrator_from_dict(self.info.calibrator) if self.info.calibrator else None
 
     def logits(self, signals: np.ndarray) -> np.ndarray:
         signals = np.asarray(signals, dtype=np.float32)
         if signals.ndim != 3 or signals.shape[1] != 12:
             raise EcgtlError(f"expected signals [records, 12, samples] in mV at {self.info.fs:g} Hz, got {signals.shape}")
-        crop = int(round(self.info.crop_s * self.info.fs))
-        stride = int(round(self.info.stride_s * self.info.fs))
-        lengths = np.full(len(signals), signals.shape[-1])
-        return predict_logits(self.model, signals, lengths, self.scaler, crop, stride, self.info.aggregation,
-                              device=torch.device("cpu"))
+        return self.pipeline.predict_logits(self.model, signals, device=torch.device("cpu"))
 
     def predict_proba(self, signals: np.ndarray) -> np.ndarray:
         logits = self.logits(signals)

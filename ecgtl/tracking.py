@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgtl import runs
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport
 from ecgtl.plotting import figures_to_html, save_figure
@@ -75,7 +76,7 @@ def initialise_store(uri: str) -> None:
     import mlflow
     from filelock import FileLock
 
-    from ecgtl.data.cache import cache_root
+    from ecgtl.paths import cache_root
 
     lock = cache_root() / "locks" / f"mlflow-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -120,14 +121,14 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
         if resumed.info.status == "FINISHED":
             raise EcgtlError(f"--resume {run_id}: the run already FINISHED (it registered its model); "
                              "start a new run instead")
-        if resumed.data.tags.get("ecgtl.config_hash") != tags.get("ecgtl.config_hash"):
+        if resumed.data.tags.get(runs.CONFIG_HASH) != tags.get(runs.CONFIG_HASH):
             raise EcgtlError(f"run {run_id} was started with other parameters; resume it with the same ones")
     parent = mlflow.active_run()
     experiment_id = parent.info.experiment_id if (nested and parent and run_id is None) else None
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
                            experiment_id=experiment_id)
     try:
-        mlflow.set_tags({**tags, "mlflow.runName": run_name})
+        mlflow.set_tags({**tags, runs.MLFLOW_RUN_NAME: run_name})
         if run_id is None:
             # Under `mlflow run` the run already holds the MLproject parameters; those keys stay as logged.
             existing = mlflow.get_run(run.info.run_id).data.params
@@ -152,7 +153,7 @@ def _log_error(exc: BaseException) -> None:
     import mlflow
 
     with contextlib.suppress(Exception):
-        mlflow.set_tag("ecgtl.error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.set_tag(runs.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
         mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
 
 
@@ -325,16 +326,17 @@ def download_model(uri: str, folder: Path) -> Path:
         raise EcgtlError(f"{uri}: cannot load model ({str(exc).splitlines()[0]})") from None
 
 
-def find_finished_run(stage: str, config_hash: str) -> str | None:
+def find_finished_run(stage: str, key: str) -> str | None:
     """A FINISHED run of `stage` with this config hash in the current experiment (for reuse), newest first."""
     import mlflow
 
     active = mlflow.active_run()
     experiments = [active.info.experiment_id] if active else None
-    runs = mlflow.search_runs(experiment_ids=experiments, filter_string=f"tags.`ecgtl.stage` = '{stage}' and tags.`ecgtl.config_hash` = '{config_hash}' "
-                                            "and attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
-    return runs[0].info.run_id if runs else None
+    found = mlflow.search_runs(experiment_ids=experiments,
+                               filter_string=f"tags.`{runs.STAGE}` = '{stage}' and tags.`{runs.CONFIG_HASH}` = '{key}' "
+                                             "and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return found[0].info.run_id if found else None
 
 
 def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
@@ -349,6 +351,6 @@ def stage_runs(stages: tuple[str, ...] = ("pretrain", "finetune", "scratch")):
     import mlflow
     import pandas as pd
 
-    frames = [mlflow.search_runs(filter_string=f"tags.`ecgtl.stage` = '{stage}' and attributes.status = 'FINISHED'")
+    frames = [mlflow.search_runs(filter_string=f"tags.`{runs.STAGE}` = '{stage}' and attributes.status = 'FINISHED'")
               for stage in stages]
     return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()

@@ -36,19 +36,12 @@ from ecgtl.data.records import STANDARD_LEADS, parse_header, read_signal
 from ecgtl.data.sources import RecordProblem, RecordSource, fingerprint_of, open_source, resolve_spec
 from ecgtl.data.splits import SPLITS
 from ecgtl.errors import DatasetError, RecordError
+from ecgtl.paths import cache_root
 
 # Bump when the cache's content for the same inputs would change (resampling, cropping, layout).
 CACHE_FORMAT_VERSION = "1"
 _CHUNK = 64
 _IN_PROCESS_BELOW = 256  # a process pool costs more than it saves for a handful of records
-
-
-def cache_root() -> Path:
-    """`$ECGTL_CACHE_DIR`, else `$XDG_CACHE_HOME/ecgtl`, else `~/.cache/ecgtl`."""
-    if os.environ.get("ECGTL_CACHE_DIR"):
-        return Path(os.environ["ECGTL_CACHE_DIR"]).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "ecgtl"
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,17 @@
-"""Batches for training and evaluation from a prepared cache split.
+"""Numpy building blocks of the input pipeline (`ecgtl.pipeline`): the per-channel scaler, real lengths,
+training batch bounds and sliding windows.
 
 Training draws random crops (2.5 s by default) inside each record's real (unpadded) samples; evaluation cuts
 every record into sliding windows (stride 1.25 s) whose logits are aggregated by max (or mean) over the
 record, as in Strodthoff et al. 2020. Batches are gathered from the memory-mapped arrays with numpy, which is
-far cheaper than a torch DataLoader with per-item Python calls. Randomness comes from
-`default_rng([seed, epoch])`, so an epoch's batches are the same whether or not the run was resumed.
+far cheaper than a torch DataLoader with per-item Python calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ecgtl.data.cache import SplitData
 
@@ -67,23 +65,6 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
         bounds[-2:] = [(bounds[-2][0], n)]
     return bounds
-
-
-def crop_batches(split: SplitData, rows: np.ndarray, crop: int, batch_size: int, scaler: LeadScaler, seed: int,
-                 epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches of random crops for one epoch (`batch_bounds`: nothing dropped)."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(rows)
-    lengths = valid_lengths(split)
-    for start, end in batch_bounds(len(order), batch_size):
-        batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
-        signals = np.asarray(split.signals[batch_rows])
-        room = np.maximum(lengths[batch_rows] - crop, 0)
-        offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
-        windows = signals[np.arange(len(batch_rows))[:, None, None], np.arange(signals.shape[1])[None, :, None],
-                          np.clip(offsets[:, None, None] + np.arange(crop)[None, None, :], 0, signals.shape[-1] - 1)]
-        yield (torch.from_numpy(scaler.transform(windows).astype(np.float32)),
-               torch.from_numpy(split.labels[batch_rows].astype(np.float32)))
 
 
 def window_starts(length: int, crop: int, stride: int) -> np.ndarray:

@@ -52,7 +52,8 @@ class TrainingRecords:
         trained = set(self.record_ids)
         if resolved == self.resolved:
             return [r for r in record_ids if str(r) in trained]
-        if self.resolved.startswith(("ptbxl:", "synthetic:ptbxl")) and resolved.startswith("cinc:"):
+        # Native PTB-XL only: a synthetic PTB-XL's ecg_ids are not the real ones.
+        if self.resolved.startswith("ptbxl:") and resolved.startswith("cinc:"):
             ecg_ids = {int(r) for r in trained if str(r).isdigit()}
             return [r for r in record_ids if (m := _CINC_PTBXL.match(str(r))) and int(m[1]) in ecg_ids]
         return []

@@ -13,73 +13,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 import pandas as pd
 
 from ecgtl.data.labels import LabelSet, get_label_set
-from ecgtl.errors import DatasetError
+from ecgtl.data.spec import SPEC_KINDS, DatasetSpec, detect_layout, parse_spec
+from ecgtl.data.synthetic import materialise
 
-SPEC_KINDS = ("ptbxl", "cinc", "synthetic")
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A parsed dataset spec. `target` is a path for ptbxl/cinc and a layout name for synthetic."""
-
-    kind: str
-    target: str
-    params: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def options(self) -> dict[str, str]:
-        return dict(self.params)
-
-    def __str__(self) -> str:
-        query = f"?{urlencode(self.params, safe='/')}" if self.params else ""
-        return f"{self.kind}:{self.target}{query}"
-
-    @property
-    def short_name(self) -> str:
-        """A few characters for run names: `g12ec`, `ptbxl`, or the folder name."""
-        return self.target if self.kind == "synthetic" else Path(self.target).name
-
-
-def parse_spec(text: str) -> DatasetSpec:
-    """Parse a dataset spec; a bare existing path is detected as ptbxl or cinc."""
-    text = str(text).strip()
-    kind, sep, rest = text.partition(":")
-    if not sep or kind not in SPEC_KINDS:
-        if not text:
-            raise DatasetError("empty dataset spec: write ptbxl:PATH, cinc:PATH or synthetic:ptbxl?n=3000&seed=0")
-        path = Path(text).expanduser()
-        if not path.exists():
-            raise DatasetError(
-                f"{text}: no such folder, and not a dataset spec (ptbxl:PATH, cinc:PATH, synthetic:ptbxl?n=3000)"
-            )
-        return DatasetSpec(detect_layout(path), str(path.resolve()))
-    target, _, query = rest.partition("?")
-    if not target:
-        raise DatasetError(f"dataset spec {text!r} names no path or layout")
-    params = tuple(sorted(parse_qsl(query, keep_blank_values=True)))
-    if kind == "synthetic":
-        return DatasetSpec(kind, target, params)
-    return DatasetSpec(kind, str(Path(target).expanduser().resolve()), params)
-
-
-def detect_layout(root: Path) -> str:
-    """'ptbxl' when a `ptbxl_database*.csv` is at the top, 'cinc' when `.hea` files lie below."""
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset path does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset path is not a folder")
-    if any(root.glob("ptbxl_database*.csv")):
-        return "ptbxl"
-    if next(root.rglob("*.hea"), None) is not None:
-        return "cinc"
-    raise DatasetError(f"{root}: neither PTB-XL layout (ptbxl_database.csv) nor CinC layout (*.hea files)")
-
+__all__ = ["SPEC_KINDS", "DatasetSpec", "RecordProblem", "RecordSource", "dataset_identity", "detect_layout",
+           "fingerprint_of", "open_source", "parse_spec", "resolve_spec"]
 
 @dataclass(frozen=True)
 class RecordProblem:
@@ -135,8 +78,6 @@ def resolve_spec(spec: DatasetSpec | str) -> DatasetSpec:
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind == "synthetic":
-        from ecgtl.data.synthetic import materialise
-
         return materialise(spec)
     return spec
 

@@ -38,8 +38,9 @@ from scipy.signal import resample_poly
 
 from ecgtl.data.labels import SHARED18, SHARED18_MAP
 from ecgtl.data.records import STANDARD_LEADS, write_format16
-from ecgtl.data.sources import DatasetSpec
+from ecgtl.data.spec import DatasetSpec
 from ecgtl.errors import DatasetError
+from ecgtl.paths import cache_root
 
 GENERATOR_VERSION = "2"  # 2: random streams keyed by layout too (independent domains)
 LAYOUTS = ("ptbxl", "g12ec")
@@ -710,8 +711,6 @@ def config_from_spec(spec: DatasetSpec) -> SynthConfig:
 
 def materialise(spec: DatasetSpec) -> DatasetSpec:
     """Generate a synthetic spec's files on first use (in the cache folder); return a ptbxl:/cinc: spec."""
-    from ecgtl.data.cache import cache_root
-
     config = config_from_spec(spec)
     name = f"{config.like}-n{config.n}-seed{config.seed}-r{'_'.join(map(str, config.rates))}"
     name += ("" if config.noise else "-noiseless") + f"-v{GENERATOR_VERSION}"

@@ -1,5 +1,17 @@
-"""What the training stages share: data config, preparing a split with a training fraction, training a model
-and reporting it (evaluation report, predictions, bundle, pyfunc model, registry)."""
+"""What the training stages share: the data config, and training as small steps composed in the spirit of
+fastai's `fine_tune`:
+
+    prepared, rows = load_data(config.data, seed)
+    pipeline = fit_pipeline(config.data, config.train, prepared, rows)
+    fitted   = fit_step(model, prepared, rows, config.train, pipeline, run_id)       # per-epoch metrics
+    scores   = score_step(model, pipeline, prepared)                                 # val/test logits
+    report   = report_step(scores, prepared, n_bootstrap, seed)                      # metrics, figures, logits
+    uri      = bundle_step(model, pipeline, report, prepared, ...)                   # pyfunc model of the run
+    version  = register_step(uri, name)                                              # only when asked
+
+`train_model` runs them in order; ablation cells and tuning trials pass `register=False`, so they never
+create registry versions or move `challenger`.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtl import tracking
-from ecgtl.config import config_hash
-from ecgtl.data.cache import PrepareConfig, PreparedData, cache_root, prepare
-from ecgtl.data.dataset import LeadScaler, valid_lengths
+from ecgtl import runs, tracking
+from ecgtl.config import reuse_key
+from ecgtl.data.cache import PrepareConfig, PreparedData, prepare
+from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
 from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.sources import dataset_identity, parse_spec
 from ecgtl.data.splits import fraction_indices
+from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
 from ecgtl.models import EcgModel, count_parameters
-from ecgtl.training.loop import EpochResult, FitResult, TrainConfig, fit, predict_logits
+from ecgtl.paths import cache_root
+from ecgtl.pipeline import DOMAINS, InputPipeline, leads_label, parse_leads
+from ecgtl.training.loop import EpochResult, FitResult, TrainConfig, fit
 
 DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
 DEFAULT_TARGET = "synthetic:g12ec?n=1500&seed=0"
@@ -35,6 +50,16 @@ class DataConfig:
     label_set: str = "shared18"
     split_seed: int = 0
     fraction: float = 1.0
+    leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
+    domain: str = "time"  # time, fft_abs, fft_real, fft_imag
+
+    def validate(self) -> DataConfig:
+        parse_leads(self.leads)
+        if self.domain not in DOMAINS:
+            raise EcgtlError(f"data.domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
+        if not 0 < self.fraction <= 1:
+            raise EcgtlError(f"data.fraction must lie in (0, 1], got {self.fraction}")
+        return self
 
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(spec=self.spec, fs=self.fs, length_s=self.length_s, label_set=self.label_set,
@@ -50,22 +75,46 @@ class StageResult:
     reused: bool = False
 
 
+@dataclass
+class Scores:
+    """Logits of a model on the val and test splits, with labels and record ids."""
+
+    val_labels: np.ndarray
+    val_logits: np.ndarray
+    test_labels: np.ndarray
+    test_logits: np.ndarray
+    val_ids: list[str]
+    test_ids: list[str]
+
+
 def load_data(config: DataConfig, seed: int) -> tuple[PreparedData, np.ndarray]:
     """The prepared cache and the training rows of the seeded, stratified, nested `fraction`."""
-    prepared = prepare(config.prepare_config())
+    prepared = prepare(config.validate().prepare_config())
     train = prepared.split("train")
     return prepared, fraction_indices(train.labels, config.fraction, seed)
 
 
-def run_name(stage: str, architecture: str, data: DataConfig, seed: int) -> str:
-    """e.g. finetune-xresnet1d50-g12ec-f0.10-s0"""
-    return f"{stage}-{architecture}-{parse_spec(data.spec).short_name}-f{data.fraction:.2f}-s{seed}"
+def fit_pipeline(data: DataConfig, train: TrainConfig, prepared: PreparedData, rows: np.ndarray) -> InputPipeline:
+    """The input pipeline of a run, its scaler fitted on the training rows."""
+    pipeline = InputPipeline(fs=prepared.fs, leads=parse_leads(data.leads), domain=data.domain, crop_s=train.crop_s,
+                             stride_s=train.stride_s, aggregation=train.aggregation)
+    split = prepared.split("train")
+    ordered = np.sort(rows)
+    signals = split.signals[ordered] if len(ordered) < len(split) else split.signals
+    return pipeline.fit_scaler(signals, valid_lengths(split)[ordered])
 
 
-def stage_tags(stage: str, init: str, source: str, target: str, data: DataConfig, train: TrainConfig, config) -> dict[str, str]:
-    tags = {"ecgtl.stage": stage, "ecgtl.init": init, "ecgtl.source": source, "ecgtl.target": target,
-            "ecgtl.label_set": data.label_set, "ecgtl.fs": f"{data.fs:g}", "ecgtl.fraction": f"{data.fraction:g}",
-            "ecgtl.seed": str(train.seed), "ecgtl.schedule": train.schedule, "ecgtl.config_hash": config_hash(config)}
+def run_name(stage: str, architecture: str, data: DataConfig, seed: int, axes: dict | None = None) -> str:
+    """e.g. finetune-xresnet1d50-g12ec-f0.10-s0 (see `runs.run_name`)."""
+    return runs.run_name(stage, architecture, parse_spec(data.spec).short_name, data.fraction, seed, axes)
+
+
+def stage_tags(stage: str, init: str, source: str, target: str, data: DataConfig, train: TrainConfig, config,
+               axes: dict | None = None) -> dict[str, str]:
+    tags = {runs.STAGE: stage, runs.INIT: init, runs.SOURCE: source, runs.TARGET: target,
+            runs.LABEL_SET: data.label_set, runs.FS: f"{data.fs:g}", runs.FRACTION: f"{data.fraction:g}",
+            runs.SEED: str(train.seed), runs.SCHEDULE: train.schedule, runs.LEADS: leads_label(parse_leads(data.leads)),
+            runs.DOMAIN: data.domain, runs.CONFIG_HASH: reuse_key(config), **runs.axis_tags(axes or {})}
     commit = tracking.git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -76,56 +125,80 @@ def checkpoint_path(run_id: str) -> Path:
     return cache_root() / "checkpoints" / run_id / "last.pt"
 
 
-def train_and_report(model: EcgModel, prepared: PreparedData, train_rows: np.ndarray, train_config: TrainConfig,
-                     run_id: str, registered_name: str, n_bootstrap: int, resume: bool = False,
-                     extra: dict | None = None, new_head: bool = True,
-                     inherited: list[TrainingRecords] | None = None) -> tuple[StageResult, FitResult, EvaluationReport]:
-    """Fit, evaluate on val/test, log report + predictions + model, register. Runs inside an active run.
-
-    The bundle records which records the model was trained on (`inherited` from a pretrained model, plus these).
-    """
-    train, val, test = (prepared.split(name) for name in ("train", "val", "test"))
-    config = prepared.manifest["config"]
-    trained_on = TrainingRecords.of(config["spec"], dataset_identity(config["spec"]), int(config["split_seed"]),
-                                    list(train.index["record_id"].iloc[np.sort(train_rows)]))
+# ------------------------------------------------------------------------------------------------ steps
+def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_config: TrainConfig,
+             pipeline: InputPipeline, run_id: str, *, resume: bool = False, new_head: bool = True,
+             on_epoch=None) -> FitResult:
+    """Train, logging every epoch to the active run; `on_epoch` is called after logging (pruning hooks)."""
+    train, val = prepared.split("train"), prepared.split("val")
     if new_head:
-        model.init_head_bias(train.labels[train_rows].mean(axis=0))
-    scaler = LeadScaler.fit(train.signals[np.sort(train_rows)] if len(train_rows) < len(train) else train.signals,
-                            valid_lengths(train)[np.sort(train_rows)])
-    fs = prepared.fs
-    tracking.log_epoch(0, {"n_train_records": len(train_rows), "n_parameters": count_parameters(model)})
+        model.init_head_bias(train.labels[rows].mean(axis=0))
+    tracking.log_epoch(0, {"n_train_records": len(rows), "n_parameters": count_parameters(model)})
 
-    def on_epoch(result: EpochResult) -> None:
+    def log_and_hook(result: EpochResult) -> None:
         values = {"train_loss": result.train_loss, "val_loss": result.val_loss, "val_macro_auc": result.val_macro_auc,
                   "trainable_params": result.trainable_params, "epoch_seconds": result.seconds}
         values.update({f"lr_{name}": lr for (name, _), lr in zip(model.layer_groups(), result.lrs, strict=True)})
         tracking.log_epoch(result.epoch, values)
+        if on_epoch is not None:
+            on_epoch(result)
 
-    fitted = fit(model, train, val, train_config, fs, scaler, train_rows=train_rows,
-                 checkpoint_path=checkpoint_path(run_id), resume=resume, on_epoch=on_epoch)
-    crop, stride = int(round(train_config.crop_s * fs)), int(round(train_config.stride_s * fs))
-    logits = {name: predict_logits(model, split.signals, valid_lengths(split), scaler, crop, stride,
-                                   train_config.aggregation) for name, split in (("val", val), ("test", test))}
-    report = evaluate_predictions(val.labels, logits["val"], test.labels, logits["test"], prepared.classes,
-                                  n_bootstrap=n_bootstrap, seed=train_config.seed,
-                                  class_codes=snomed_codes_of(config["label_set"]))
+    fitted = fit(model, train, val, train_config, pipeline, train_rows=rows, checkpoint_path=checkpoint_path(run_id),
+                 resume=resume, on_epoch=log_and_hook)
+    tracking.log_epoch(fitted.best_epoch, {"best_epoch": fitted.best_epoch, "best_val_macro_auc": fitted.best_val_macro_auc})
+    return fitted
+
+
+def score_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData) -> Scores:
+    val, test = prepared.split("val"), prepared.split("test")
+    logits = {name: pipeline.predict_logits(model, split.signals, valid_lengths(split))
+              for name, split in (("val", val), ("test", test))}
+    return Scores(val.labels, logits["val"], test.labels, logits["test"], list(val.index["record_id"]),
+                  list(test.index["record_id"]))
+
+
+def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: int) -> EvaluationReport:
+    """Evaluate on test (calibration fitted on val), print the summary, log report and logits to the run."""
+    report = evaluate_predictions(scores.val_labels, scores.val_logits, scores.test_labels, scores.test_logits,
+                                  prepared.classes, n_bootstrap=n_bootstrap, seed=seed,
+                                  class_codes=snomed_codes_of(prepared.manifest["config"]["label_set"]))
     print(report.summary(), file=sys.stderr)
     tracking.log_evaluation_report(report)
-    tracking.log_epoch(fitted.best_epoch, {"best_epoch": fitted.best_epoch,
-                                           "best_val_macro_auc": fitted.best_val_macro_auc})
-    tracking.log_predictions("test", list(test.index["record_id"]), test.labels, logits["test"])
-    tracking.log_predictions("val", list(val.index["record_id"]), val.labels, logits["val"])
+    tracking.log_predictions("test", scores.test_ids, scores.test_labels, scores.test_logits)
+    tracking.log_predictions("val", scores.val_ids, scores.val_labels, scores.val_logits)
+    return report
+
+
+def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport, prepared: PreparedData,
+                rows: np.ndarray, *, extra: dict | None = None,
+                inherited: list[TrainingRecords] | None = None) -> str:
+    """Log the model (weights + pipeline + calibrator + thresholds + training records) as the run's pyfunc."""
+    config = prepared.manifest["config"]
+    train = prepared.split("train")
+    trained_on = TrainingRecords.of(config["spec"], dataset_identity(config["spec"]), int(config["split_seed"]),
+                                    list(train.index["record_id"].iloc[np.sort(rows)]))
     info = BundleInfo(
-        architecture=model.architecture, classes=list(prepared.classes), label_set=prepared.manifest["config"]["label_set"],
-        fs=fs, crop_s=train_config.crop_s, stride_s=train_config.stride_s, aggregation=train_config.aggregation,
-        scaler=scaler.to_dict(), calibrator=report.calibrators[report.primary_calibration].to_dict(),
+        architecture=model.architecture, classes=list(prepared.classes), label_set=config["label_set"],
+        pipeline=pipeline.to_dict(), calibrator=report.calibrators[report.primary_calibration].to_dict(),
         thresholds=report.thresholds.tolist(), extra=extra or {},
         training=[t.to_dict() for t in [*(inherited or []), trained_on]],
     )
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_bundle(Path(tmp) / "bundle", model, info)
-        example = np.asarray(test.signals[:2], dtype=np.float32)
+        example = np.asarray(prepared.split("test").signals[:2], dtype=np.float32)
         model_uri = tracking.log_model(bundle, example)
-    tracking.set_tags({"ecgtl.model_uri": model_uri})
-    version = tracking.register(model_uri, registered_name)
-    return StageResult(run_id, model_uri, version, report.metrics), fitted, report
+    tracking.set_tags({runs.MODEL_URI: model_uri})
+    return model_uri
+
+
+def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data: DataConfig, train_config: TrainConfig,
+                run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
+                extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
+                on_epoch=None) -> StageResult:
+    """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run."""
+    pipeline = fit_pipeline(data, train_config, prepared, rows)
+    fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head, on_epoch=on_epoch)
+    report = report_step(score_step(model, pipeline, prepared), prepared, n_bootstrap, train_config.seed)
+    model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
+    version = tracking.register(model_uri, registered_name) if registered_name else None
+    return StageResult(run_id, model_uri, version, report.metrics)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtl import tracking
-from ecgtl.config import config_hash, flatten
+from ecgtl import runs, tracking
+from ecgtl.config import flatten, reuse_key
 from ecgtl.data.cache import PrepareConfig, prepare
-from ecgtl.data.dataset import LeadScaler, valid_lengths
+from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
 from ecgtl.data.lineage import TrainingRecords, overlaps
 from ecgtl.data.sources import dataset_identity, parse_spec
@@ -34,7 +34,6 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
 from ecgtl.stages.common import DEFAULT_TARGET, StageResult
-from ecgtl.training.loop import predict_logits
 
 SPLIT_CHOICES = ("test", "val", "all")
 
@@ -69,10 +68,8 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     parts = [prepared.split(n) for n in names if len(prepared.split(n))]
     if not parts:
         raise EcgtlError(f"{config.spec}: no records in split(s) {', '.join(names)}")
-    scaler = LeadScaler.from_dict(info.scaler)
-    crop, stride = int(round(info.crop_s * info.fs)), int(round(info.stride_s * info.fs))
-    logits = np.concatenate([predict_logits(model, p.signals, valid_lengths(p), scaler, crop, stride, info.aggregation)
-                             for p in parts])
+    pipeline = info.input_pipeline()
+    logits = np.concatenate([pipeline.predict_logits(model, p.signals, valid_lengths(p)) for p in parts])
     labels = np.concatenate([p.labels for p in parts])
     ids = [r for p in parts for r in p.index["record_id"]]
 
@@ -99,9 +96,9 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     report.metrics["test_n_records_seen_in_training"] = float(sum(record_id in seen for record_id in reported_ids))
     print(report.summary(), file=sys.stderr)
     target = parse_spec(config.spec).short_name
-    tags = {"ecgtl.stage": "evaluate", "ecgtl.target": target, "ecgtl.label_set": info.label_set,
-            "ecgtl.fs": f"{info.fs:g}", "ecgtl.model_uri": config.model_uri, "ecgtl.config_hash": config_hash(config),
-            "ecgtl.calibration": "refit" if calibrate_on.any() else "stored", "ecgtl.leak": str(len(seen))}
+    tags = {runs.STAGE: "evaluate", runs.TARGET: target, runs.LABEL_SET: info.label_set, runs.FS: f"{info.fs:g}",
+            runs.MODEL_URI: config.model_uri, runs.CONFIG_HASH: reuse_key(config),
+            runs.CALIBRATION: "refit" if calibrate_on.any() else "stored", runs.LEAK: str(len(seen))}
     with tracking.stage_run(f"evaluate-{info.architecture}-{target}-{config.split}", tags, flatten(config)) as run_id:
         tracking.log_evaluation_report(report)
         tracking.log_predictions(config.split, reported_ids, labels[report_on], logits[report_on])

@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from ecgtl import tracking
-from ecgtl.config import config_hash, flatten
+from ecgtl import runs, tracking
+from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
+from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import PairedDifference, paired_bootstrap
 from ecgtl.plotting import save_figure
 from ecgtl.stages.common import StageResult
@@ -32,12 +33,14 @@ class MainConfig:
     n_bootstrap: int = 1000
 
 
-def _reuse_or_run(stage: str, config, run) -> StageResult:
-    found = tracking.find_finished_run(stage, config_hash(config))
+def reuse_or_run(stage: str, config, run) -> StageResult:
+    """A FINISHED run of `stage` with the same reuse key in this experiment, else `run()` (MLflow's
+    multistep_workflow `_get_or_run`, keyed by `config.reuse_key`)."""
+    found = tracking.find_finished_run(stage, reuse_key(config))
     if found:
         tags, metrics = tracking.run_info(found)
         print(f"{stage}: reusing finished run {found} (same parameters)", file=sys.stderr)
-        return StageResult(found, tags.get("ecgtl.model_uri"), None, metrics, reused=True)
+        return StageResult(found, tags.get(runs.MODEL_URI), None, metrics, reused=True)
     return run()
 
 
@@ -55,15 +58,18 @@ def comparison_table(results: dict[str, StageResult]) -> pd.DataFrame:
 def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
     tracking.configure()
     target = parse_spec(config.finetune.data.spec).short_name
-    tags = {"ecgtl.stage": "main", "ecgtl.target": target, "ecgtl.config_hash": config_hash(config)}
+    source_data, target_data = config.pretrain.data, config.finetune.data
+    if (source_data.fs, source_data.leads, source_data.domain) != (target_data.fs, target_data.leads, target_data.domain):
+        raise EcgtlError("main: pretrain.data and finetune.data must use the same fs, leads and domain")
+    tags = {runs.STAGE: "main", runs.TARGET: target, runs.CONFIG_HASH: reuse_key(config)}
     name = f"main-{config.pretrain.model}-{target}-f{config.finetune.data.fraction:.2f}-s{config.finetune.train.seed}"
     with tracking.stage_run(name, tags, flatten(config)):
-        pretrained = _reuse_or_run("pretrain", config.pretrain, lambda: pretrain(config.pretrain, nested=True))
+        pretrained = reuse_or_run("pretrain", config.pretrain, lambda: pretrain(config.pretrain, nested=True))
         tuned_config = replace(config.finetune, init="pretrained", pretrained=pretrained.model_uri,
-                               model=config.pretrain.model, pretrain=config.pretrain)
-        tuned = _reuse_or_run("finetune", tuned_config, lambda: finetune(tuned_config, nested=True))
+                               model=config.pretrain.model)
+        tuned = reuse_or_run("finetune", tuned_config, lambda: finetune(tuned_config, nested=True))
         baseline_config = scratch_config(tuned_config)
-        baseline = _reuse_or_run("scratch", baseline_config, lambda: finetune(baseline_config, nested=True))
+        baseline = reuse_or_run("scratch", baseline_config, lambda: finetune(baseline_config, nested=True))
         results = {"pretrained (source test)": pretrained, "fine-tuned": tuned, "scratch": baseline}
         table = comparison_table(results)
         a, b = tracking.load_predictions(tuned.run_id), tracking.load_predictions(baseline.run_id)

@@ -10,6 +10,7 @@ from ecgtl import tracking
 from ecgtl.config import flatten
 from ecgtl.data.sources import parse_spec
 from ecgtl.models import create_model
+from ecgtl.pipeline import parse_leads
 from ecgtl.stages.common import (
     DEFAULT_SOURCE,
     DataConfig,
@@ -17,7 +18,7 @@ from ecgtl.stages.common import (
     load_data,
     run_name,
     stage_tags,
-    train_and_report,
+    train_model,
 )
 from ecgtl.training.loop import TrainConfig
 
@@ -32,17 +33,19 @@ class PretrainConfig:
     n_bootstrap: int = 1000
 
 
-def pretrain(config: PretrainConfig, nested: bool = False, resume_run_id: str | None = None) -> StageResult:
+def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str | None = None,
+             register: bool = True, axes: dict | None = None) -> StageResult:
+    """Train on the source and log the model; register `ecgtl-pretrained` unless `register=False`."""
     config.train.validate()
     tracking.configure()
     prepared, rows = load_data(config.data, config.train.seed)
     torch.manual_seed(config.train.seed)
-    model = create_model(config.model, len(prepared.classes))
-    name = run_name("pretrain", config.model, config.data, config.train.seed)
+    model = create_model(config.model, len(prepared.classes), n_leads=len(parse_leads(config.data.leads)))
+    name = run_name("pretrain", config.model, config.data, config.train.seed, axes)
     source = parse_spec(config.data.spec).short_name
-    tags = stage_tags("pretrain", "scratch", source, source, config.data, config.train, config)
+    tags = stage_tags("pretrain", "scratch", source, source, config.data, config.train, config, axes)
     with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id) as run_id:
-        result, _, _ = train_and_report(model, prepared, rows, config.train, run_id, REGISTERED_PRETRAINED,
-                                        config.n_bootstrap, resume=resume_run_id is not None,
-                                        extra={"spec": config.data.spec})
-    return result
+        return train_model(model, prepared, rows, config.data, config.train, run_id,
+                           registered_name=REGISTERED_PRETRAINED if register else None,
+                           n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
+                           extra={"spec": config.data.spec})

@@ -20,18 +20,11 @@ import torch
 from torch import nn
 
 from ecgtl.data.cache import SplitData
-from ecgtl.data.dataset import (
-    LeadScaler,
-    batch_bounds,
-    crop_batches,
-    sliding_windows,
-    valid_lengths,
-    window_starts,
-)
+from ecgtl.data.dataset import batch_bounds, valid_lengths
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models import count_parameters
-from ecgtl.models.base import fold_batchnorm
+from ecgtl.pipeline import AGGREGATIONS, InputPipeline
 from ecgtl.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from ecgtl.training.unfreeze import (
     SCHEDULES,
@@ -40,8 +33,6 @@ from ecgtl.training.unfreeze import (
     freeze_batchnorm,
     trainable_mask,
 )
-
-AGGREGATIONS = ("max", "mean")
 
 
 @dataclass(frozen=True)
@@ -110,31 +101,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@torch.inference_mode()
-def predict_logits(model: nn.Module, signals: np.ndarray, lengths: np.ndarray, scaler: LeadScaler, crop: int,
-                   stride: int, aggregation: str = "max", batch_records: int = 128,
-                   device: torch.device | None = None) -> np.ndarray:
-    """Logits per record: sliding windows over each record's real samples, aggregated by max or mean."""
-    device = device or next(model.parameters()).device
-    model.eval()
-    model = fold_batchnorm(model)
-    outputs = []
-    for start in range(0, len(signals), batch_records):
-        block = scaler.transform(np.asarray(signals[start:start + batch_records], dtype=np.float32))
-        windows, per_record = sliding_windows(block, crop, stride)
-        starts = window_starts(block.shape[-1], crop, stride)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            logits = model(torch.from_numpy(windows.astype(np.float32)).to(device)).float().cpu().numpy()
-        logits = logits.reshape(len(block), per_record, -1)
-        # Windows that start past a padded record's real end are ignored (the first window always counts).
-        usable = (starts[None, :] + crop <= np.maximum(lengths[start:start + len(block), None], crop)) | (starts[None, :] == 0)
-        if aggregation == "max":
-            outputs.append(np.where(usable[..., None], logits, -np.inf).max(axis=1))
-        else:
-            outputs.append((logits * usable[..., None]).sum(axis=1) / usable.sum(axis=1)[:, None])
-    return np.concatenate(outputs).astype(np.float32)
-
-
 def _macro_auc_or_nan(labels: np.ndarray, logits: np.ndarray) -> float:
     aucs = per_class_auc(labels, logits)
     return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
@@ -144,21 +110,20 @@ def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels.astype(np.float32))))
 
 
-def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, fs: float, scaler: LeadScaler,
+def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, pipeline: InputPipeline, *,
         train_rows: np.ndarray | None = None, checkpoint_path: Path | None = None, resume: bool = False,
         on_epoch: Callable[[EpochResult], None] | None = None, progress: bool = True,
         stop_after_epoch: int | None = None) -> FitResult:
-    """Train `model` and return the best state by validation macro AUC.
+    """Train `model` on `pipeline`'s inputs and return the best state by validation macro AUC.
 
     `checkpoint_path` gets a checkpoint after every epoch; with `resume`, training continues from it and
-    reaches the same result as an uninterrupted run. `stop_after_epoch` ends early on purpose (for tests
-    that simulate a kill).
+    reaches the same result as an uninterrupted run. `on_epoch` is the after-epoch hook (logging, pruning:
+    it may raise to stop the run). `stop_after_epoch` ends early on purpose (for tests that simulate a kill).
     """
     config.validate()
     device = resolve_device(config.device)
     model.to(device)
     groups = model.layer_groups()
-    crop, stride = int(round(config.crop_s * fs)), int(round(config.stride_s * fs))
     rows = np.arange(len(train)) if train_rows is None else np.asarray(train_rows)
     if len(rows) < 2:
         raise EcgtlError(f"the training split has {len(rows)} record(s); BatchNorm needs at least 2")
@@ -190,7 +155,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         if config.frozen_bn == "eval":
             freeze_batchnorm(groups, mask)
         losses = []
-        for x, y in crop_batches(train, rows, crop, config.batch_size, scaler, config.seed, epoch):
+        for x, y in pipeline.train_batches(train, rows, config.batch_size, config.seed, epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 loss = loss_function(model(x).float(), y)
@@ -200,7 +165,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
             scaler_amp.update()
             scheduler.step()
             losses.append(loss.item())
-        val_logits = predict_logits(model, val.signals, val_lengths, scaler, crop, stride, config.aggregation, device=device)
+        val_logits = pipeline.predict_logits(model, val.signals, val_lengths, device=device)
         val_auc = _macro_auc_or_nan(val.labels, val_logits)
         epoch_result = EpochResult(epoch, float(np.mean(losses)), _bce(val_logits, val.labels), val_auc,
                                    [group["lr"] for group in optimizer.param_groups], n_trainable,

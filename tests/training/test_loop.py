@@ -7,14 +7,16 @@ import torch
 
 from ecgtl.data.dataset import LeadScaler, sliding_windows, window_starts
 from ecgtl.models import create_model
-from ecgtl.training.loop import TrainConfig, fit, predict_logits
+from ecgtl.pipeline import InputPipeline
+from ecgtl.training.loop import TrainConfig, fit
 
 
 def _fit(prepared, tmp_path, config, **kwargs):
     torch.manual_seed(0)
     model = create_model("xresnet1d18", len(prepared.classes))
     train, val = prepared.split("train"), prepared.split("val")
-    result = fit(model, train, val, config, fs=prepared.fs, scaler=LeadScaler.fit(train.signals), progress=False, **kwargs)
+    pipeline = InputPipeline(fs=prepared.fs, scaler=LeadScaler.fit(train.signals))
+    result = fit(model, train, val, config, pipeline, progress=False, **kwargs)
     return model, result
 
 
@@ -93,10 +95,12 @@ def test_max_and_mean_aggregation_ignore_windows_in_padding():
     signal[0, 0, 250:500] = 4.0  # the second of four non-overlapping windows
     scaler = LeadScaler(np.zeros(12, np.float32), np.ones(12, np.float32))
     model = _Echo()
-    assert predict_logits(model, signal, np.array([1000]), scaler, 250, 250, "max")[0, 0] == 4.0
-    assert predict_logits(model, signal, np.array([1000]), scaler, 250, 250, "mean")[0, 0] == 1.0
+    by_max = InputPipeline(fs=100, crop_s=2.5, stride_s=2.5, aggregation="max", scaler=scaler)
+    by_mean = InputPipeline(fs=100, crop_s=2.5, stride_s=2.5, aggregation="mean", scaler=scaler)
+    assert by_max.predict_logits(model, signal, np.array([1000]))[0, 0] == 4.0
+    assert by_mean.predict_logits(model, signal, np.array([1000]))[0, 0] == 1.0
     # Only 250 real samples: windows past them are padding and must not count.
-    assert predict_logits(model, signal, np.array([250]), scaler, 250, 250, "max")[0, 0] == 0.0
+    assert by_max.predict_logits(model, signal, np.array([250]))[0, 0] == 0.0
 
 
 def test_no_training_batch_holds_a_single_record():

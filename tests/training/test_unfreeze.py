@@ -43,6 +43,7 @@ def test_discriminative_lrs():
 def test_frozen_groups_get_no_gradient_and_do_not_change(prepared_tiny):
     from ecgtl.data.dataset import LeadScaler
     from ecgtl.models import create_model
+    from ecgtl.pipeline import InputPipeline
     from ecgtl.training.loop import TrainConfig, fit
 
     torch.manual_seed(0)
@@ -55,7 +56,8 @@ def test_frozen_groups_get_no_gradient_and_do_not_change(prepared_tiny):
         seen_grads.append({name: any(p.grad is not None for p in module.parameters()) for name, module in model.layer_groups()})
 
     config = TrainConfig(epochs=1, batch_size=16, schedule="two_stage", epochs_per_stage=1, frozen_bn="eval")
-    fit(model, train, val, config, fs=prepared_tiny.fs, scaler=LeadScaler.fit(train.signals), on_epoch=spy, progress=False)
+    fit(model, train, val, config, InputPipeline(fs=prepared_tiny.fs, scaler=LeadScaler.fit(train.signals)), on_epoch=spy,
+        progress=False)
     after = model.state_dict()
     body_keys = [k for k in before if not k.startswith("head.")]
     head_keys = [k for k in before if k.startswith("head.") and before[k].dtype.is_floating_point]
@@ -67,12 +69,13 @@ def test_frozen_groups_get_no_gradient_and_do_not_change(prepared_tiny):
 def test_frozen_batchnorm_can_keep_training(prepared_tiny):
     from ecgtl.data.dataset import LeadScaler
     from ecgtl.models import create_model
+    from ecgtl.pipeline import InputPipeline
     from ecgtl.training.loop import TrainConfig, fit
 
     model = create_model("xresnet1d18", len(prepared_tiny.classes))
     stem_mean = model.body["stem"][0][1].running_mean.clone()
     train, val = prepared_tiny.split("train"), prepared_tiny.split("val")
     config = TrainConfig(epochs=1, batch_size=16, schedule="two_stage", frozen_bn="train")
-    fit(model, train, val, config, fs=prepared_tiny.fs, scaler=LeadScaler.fit(train.signals), progress=False)
+    fit(model, train, val, config, InputPipeline(fs=prepared_tiny.fs, scaler=LeadScaler.fit(train.signals)), progress=False)
     assert not torch.equal(stem_mean, model.body["stem"][0][1].running_mean)
     assert all(not p.requires_grad for p in model.body["stem"].parameters())

@@ -1,0 +1,223 @@
+"""The input pipeline: what a model sees, as one object that training, evaluation and serving share.
+
+cache signals [records, 12, samples] at `fs`
+  -> windows: random crops for training, sliding windows (stride) for evaluation, each `crop_s` long
+  -> lead selection (`leads`: any subset of the 12 standard leads, in standard order)
+  -> input domain per window (`domain`): `time`, or the window's real FFT magnitude (`fft_abs`), real part
+     (`fft_real`) or imaginary part (`fft_imag`), `crop // 2 + 1` frequency bins per lead
+  -> per-channel standardisation (`LeadScaler`), fitted on the training split's inputs
+  -> model -> window logits aggregated per record by max or mean (windows starting in padding ignored).
+
+The pipeline is stored in every model bundle (`to_dict`), so a served or re-evaluated model sees exactly
+what it was trained on; the model's input channels are `n_channels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecgtl.data.dataset import LeadScaler, batch_bounds, sliding_windows, valid_lengths, window_starts
+from ecgtl.data.records import STANDARD_LEADS
+from ecgtl.errors import EcgtlError
+
+DOMAINS = ("time", "fft_abs", "fft_real", "fft_imag")
+AGGREGATIONS = ("max", "mean")
+LEAD_GROUPS: dict[str, tuple[str, ...]] = {
+    "all12": STANDARD_LEADS,
+    "limb6": STANDARD_LEADS[:6],
+    "precordial6": STANDARD_LEADS[6:],
+}
+_LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
+
+
+def parse_leads(text: str | Sequence[str]) -> tuple[str, ...]:
+    """`all12`, `limb6`, `precordial6`, or lead names (`I,II`, `V1`; any case) -> leads in standard order."""
+    if isinstance(text, str):
+        if text in LEAD_GROUPS:
+            return LEAD_GROUPS[text]
+        names = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    else:
+        names = list(text)
+    if not names:
+        raise EcgtlError(f"leads {text!r}: name a group ({', '.join(LEAD_GROUPS)}) or leads such as I,II,V1")
+    unknown = [name for name in names if name.upper() not in _LEAD_BY_UPPER]
+    if unknown:
+        raise EcgtlError(f"leads {text!r}: unknown lead(s) {', '.join(unknown)}; use {', '.join(STANDARD_LEADS)}")
+    chosen = {_LEAD_BY_UPPER[name.upper()] for name in names}
+    if len(chosen) != len(names):
+        raise EcgtlError(f"leads {text!r}: a lead is named twice")
+    return tuple(lead for lead in STANDARD_LEADS if lead in chosen)
+
+
+def leads_label(leads: Sequence[str]) -> str:
+    """The short name of a lead selection (`all12`, `limb6`, or `I,II`), for run names and tables."""
+    leads = tuple(leads)
+    return next((name for name, group in LEAD_GROUPS.items() if group == leads), ",".join(leads))
+
+
+def to_domain(windows: np.ndarray, domain: str) -> np.ndarray:
+    """[n, channels, crop] time windows -> the model's input in `domain` (float32)."""
+    if domain == "time":
+        return windows.astype(np.float32, copy=False)
+    spectrum = np.fft.rfft(windows, axis=-1)
+    part = {"fft_abs": np.abs, "fft_real": np.real, "fft_imag": np.imag}[domain](spectrum)
+    return part.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class InputPipeline:
+    fs: float
+    leads: tuple[str, ...] = STANDARD_LEADS
+    domain: str = "time"
+    crop_s: float = 2.5
+    stride_s: float = 1.25
+    aggregation: str = "max"
+    scaler: LeadScaler | None = None
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise EcgtlError(f"domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise EcgtlError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        if not self.fs > 0 or self.crop < 8 or self.stride < 1:
+            raise EcgtlError(f"fs {self.fs:g} Hz with crop {self.crop_s:g} s and stride {self.stride_s:g} s "
+                             "gives windows too short to classify")
+        object.__setattr__(self, "leads", parse_leads(self.leads))
+
+    @property
+    def crop(self) -> int:
+        return int(round(self.crop_s * self.fs))
+
+    @property
+    def stride(self) -> int:
+        return int(round(self.stride_s * self.fs))
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.leads)
+
+    @property
+    def input_length(self) -> int:
+        """Samples (time) or frequency bins (FFT domains) per channel of one window."""
+        return self.crop if self.domain == "time" else self.crop // 2 + 1
+
+    @property
+    def lead_index(self) -> np.ndarray:
+        return np.array([STANDARD_LEADS.index(lead) for lead in self.leads])
+
+    def inputs(self, windows: np.ndarray) -> np.ndarray:
+        """[n, 12, crop] windows in mV -> the model's input [n, n_channels, input_length], standardised."""
+        if self.scaler is None:
+            raise EcgtlError("the input pipeline has no fitted scaler yet (fit_scaler on the training split)")
+        selected = to_domain(np.asarray(windows)[:, self.lead_index], self.domain)
+        return self.scaler.transform(selected).astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------------------------------- fitting
+    def fit_scaler(self, signals: np.ndarray, lengths: np.ndarray) -> InputPipeline:
+        """A copy with the per-channel scaler fitted on training records [n, 12, samples] (real samples only).
+
+        Time domain: over every real sample; FFT domains: over the sliding windows' spectra.
+        """
+        if self.domain == "time":
+            scaler = LeadScaler.fit(_Selected(signals, self.lead_index), lengths)
+        else:
+            blocks = []
+            for start in range(0, len(signals), 256):
+                block = np.asarray(signals[start:start + 256], dtype=np.float32)[:, self.lead_index]
+                windows, per_record = sliding_windows(block, self.crop, self.stride)
+                usable = _usable_windows(window_starts(block.shape[-1], self.crop, self.stride), self.crop,
+                                         lengths[start:start + 256])
+                blocks.append(to_domain(windows[usable.ravel()], self.domain))
+            scaler = LeadScaler.fit(np.concatenate(blocks))
+        return replace(self, scaler=scaler)
+
+    # ------------------------------------------------------------------------------------------- batches
+    def train_batches(self, split, rows: np.ndarray, batch_size: int, seed: int, epoch: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled batches of random crops inside each record's real samples, for one epoch.
+
+        Randomness comes from `default_rng([seed, epoch])`: an epoch's batches are the same whether or not the
+        run was resumed.
+        """
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(rows)
+        lengths = valid_lengths(split)
+        crop = self.crop
+        for start, end in batch_bounds(len(order), batch_size):
+            batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
+            signals = np.asarray(split.signals[batch_rows])
+            room = np.maximum(lengths[batch_rows] - crop, 0)
+            offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
+            positions = np.clip(offsets[:, None] + np.arange(crop)[None, :], 0, signals.shape[-1] - 1)
+            windows = np.take_along_axis(signals, positions[:, None, :].repeat(signals.shape[1], axis=1), axis=-1)
+            yield (torch.from_numpy(self.inputs(windows)),
+                   torch.from_numpy(split.labels[batch_rows].astype(np.float32)))
+
+    # ------------------------------------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def predict_logits(self, model: nn.Module, signals: np.ndarray, lengths: np.ndarray | None = None, *,
+                       batch_records: int = 128, device: torch.device | None = None) -> np.ndarray:
+        """Logits [records, classes] of records [n, 12, samples] in mV at `fs`: sliding windows over each
+        record's real samples (`lengths`, default all), aggregated by max or mean."""
+        from ecgtl.models.base import fold_batchnorm
+
+        device = device or next(model.parameters()).device
+        model.eval()
+        model = fold_batchnorm(model)
+        lengths = np.full(len(signals), np.asarray(signals).shape[-1]) if lengths is None else np.asarray(lengths)
+        outputs = []
+        for start in range(0, len(signals), batch_records):
+            block = np.asarray(signals[start:start + batch_records], dtype=np.float32)
+            windows, per_record = sliding_windows(block, self.crop, self.stride)
+            starts = window_starts(block.shape[-1], self.crop, self.stride)
+            batch = torch.from_numpy(self.inputs(windows)).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                logits = model(batch).float().cpu().numpy()
+            logits = logits.reshape(len(block), per_record, -1)
+            usable = _usable_windows(starts, self.crop, lengths[start:start + len(block)])
+            if self.aggregation == "max":
+                outputs.append(np.where(usable[..., None], logits, -np.inf).max(axis=1))
+            else:
+                outputs.append((logits * usable[..., None]).sum(axis=1) / usable.sum(axis=1)[:, None])
+        return np.concatenate(outputs).astype(np.float32)
+
+    # ------------------------------------------------------------------------------------------- storage
+    def to_dict(self) -> dict:
+        return {"fs": self.fs, "leads": list(self.leads), "domain": self.domain, "crop_s": self.crop_s,
+                "stride_s": self.stride_s, "aggregation": self.aggregation,
+                "scaler": self.scaler.to_dict() if self.scaler is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputPipeline:
+        scaler = LeadScaler.from_dict(data["scaler"]) if data.get("scaler") else None
+        return cls(fs=float(data["fs"]), leads=tuple(data.get("leads", STANDARD_LEADS)),
+                   domain=data.get("domain", "time"), crop_s=float(data["crop_s"]), stride_s=float(data["stride_s"]),
+                   aggregation=data.get("aggregation", "max"), scaler=scaler)
+
+    def describe(self) -> str:
+        return (f"{leads_label(self.leads)} leads, {self.domain}, {self.fs:g} Hz, {self.crop_s:g} s windows "
+                f"(stride {self.stride_s:g} s, {self.aggregation})")
+
+
+def _usable_windows(starts: np.ndarray, crop: int, lengths: np.ndarray) -> np.ndarray:
+    """[records, windows]: windows that start inside each record's real samples (the first always counts)."""
+    return (starts[None, :] + crop <= np.maximum(np.asarray(lengths)[:, None], crop)) | (starts[None, :] == 0)
+
+
+class _Selected:
+    """A lazy lead selection of a (memory-mapped) [n, 12, samples] array, read chunk by chunk."""
+
+    def __init__(self, signals: np.ndarray, index: np.ndarray) -> None:
+        self.signals, self.index = signals, index
+        self.shape = (signals.shape[0], len(index), signals.shape[-1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self.signals[key])[:, self.index]

@@ -1,0 +1,74 @@
+"""The run vocabulary: tag keys, stage names, run names and axis tags, in one place (as
+`evaluation/report.py` is for metric keys). Stages, tracking and dashboards use these names, never literals.
+
+| tag | value |
+|---|---|
+| `ecgtl.stage` | `pretrain`, `finetune`, `scratch`, `evaluate`, `main`, `ablation`, `tune`, `trial`, ... |
+| `ecgtl.init` | `pretrained` or `scratch` |
+| `ecgtl.source`, `ecgtl.target` | short dataset names (`ptbxl`, `g12ec`, a folder name) |
+| `ecgtl.label_set`, `ecgtl.fs`, `ecgtl.fraction`, `ecgtl.seed`, `ecgtl.schedule` | the run's data and training |
+| `ecgtl.leads`, `ecgtl.domain` | the input pipeline (`all12`/`limb6`/`I,II`..., `time`/`fft_abs`...) |
+| `ecgtl.config_hash` | the reuse key of the run's config (`config.reuse_key`) |
+| `ecgtl.axis.<name>` | the value of an ablation axis on a cell's run (`ecgtl.axis.target_fraction` = `0.1`) |
+| `ecgtl.parent` | the ablation or study run a cell or trial belongs to |
+| `ecgtl.model_uri`, `ecgtl.pretrained_uri`, `ecgtl.error` | what the run logged, started from, or failed with |
+| `ecgtl.calibration`, `ecgtl.leak` | evaluate: `stored` or `refit` calibration; evaluated records seen in training |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+TAG = "ecgtl."
+STAGE, INIT, SOURCE, TARGET = "ecgtl.stage", "ecgtl.init", "ecgtl.source", "ecgtl.target"
+LABEL_SET, FS, FRACTION, SEED, SCHEDULE = "ecgtl.label_set", "ecgtl.fs", "ecgtl.fraction", "ecgtl.seed", "ecgtl.schedule"
+LEADS, DOMAIN = "ecgtl.leads", "ecgtl.domain"
+CONFIG_HASH, PARENT = "ecgtl.config_hash", "ecgtl.parent"
+MODEL_URI, PRETRAINED_URI, ERROR = "ecgtl.model_uri", "ecgtl.pretrained_uri", "ecgtl.error"
+CALIBRATION, LEAK = "ecgtl.calibration", "ecgtl.leak"  # evaluate: stored or refit calibration; records seen
+AXIS_PREFIX = "ecgtl.axis."
+MLFLOW_RUN_NAME, MLFLOW_PARENT = "mlflow.runName", "mlflow.parentRunId"
+
+# Stages whose runs train a model (and so carry the data/training tags above).
+TRAINING_STAGES = ("pretrain", "finetune", "scratch")
+
+
+def axis_tag(name: str) -> str:
+    return f"{AXIS_PREFIX}{name}"
+
+
+def axis_tags(axes: Mapping[str, object]) -> dict[str, str]:
+    return {axis_tag(name): format_value(value) for name, value in axes.items()}
+
+
+def format_value(value: object) -> str:
+    """How a config or axis value is written in tags and run names (floats without trailing zeros)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_name(stage: str, architecture: str, target: str, fraction: float, seed: int,
+             axes: Mapping[str, object] | None = None) -> str:
+    """e.g. `finetune-xresnet1d50-g12ec-f0.10-s0`, plus the non-default ablation axes (`-fs50-fft_abs`)."""
+    name = f"{stage}-{architecture}-{target}-f{fraction:.2f}-s{seed}"
+    for axis, value in (axes or {}).items():
+        if axis in ("target_fraction", "seed", "init"):
+            continue  # already in the name
+        name += f"-{axis_short(axis)}{format_value(value)}"
+    return name
+
+
+_AXIS_SHORT = {"source_fraction": "sf", "fs": "fs", "domain": "", "leads": ""}
+
+
+def axis_short(axis: str) -> str:
+    return _AXIS_SHORT.get(axis, f"{axis}=")
+
+
+def metric_column(key: str) -> str:
+    """The column of a metric in `mlflow.search_runs` frames."""
+    return f"metrics.{key}"
+
+
+def tag_column(key: str) -> str:
+    """The column of a tag in `mlflow.search_runs` frames."""
+    return f"tags.{key}"
