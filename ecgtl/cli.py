@@ -138,8 +138,10 @@ def _config_options(config_class):
     def decorate(function):
         for name, kind in reversed(list(field_types(config_class).items())):
             click_type = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+            # A bool works as a flag (`--quick`) and with a value (`--quick false`, as MLproject passes it).
+            extra = {"is_flag": False, "flag_value": "true"} if kind is bool else {}
             function = click.option(f"--{name}", name.replace(".", "__"), type=click_type, default=None,
-                                    help=f"default: {defaults[name]!r}")(function)
+                                    help=f"default: {defaults[name]!r}", **extra)(function)
         return function
 
     return decorate
@@ -163,6 +165,35 @@ def _stage_command(name: str, config_class, run, resumable: bool, help_text: str
     if resumable:
         click.option("--resume", default=None, metavar="RUN_ID",
                      help="Continue a killed run from its last checkpoint (same parameters).")(command)
+
+
+def _register_ablation_commands() -> None:
+    from ecgtl.stages.ablation import AXES, PRESET_NAMES, AblationConfig
+
+    @cli.command("ablation", help=f"Run (or resume) an ablation grid: presets {', '.join(PRESET_NAMES)}; axes "
+                 f"{', '.join(AXES)}. Finished cells are skipped on a re-run.")
+    @click.option("--axis", "axis_values", multiple=True, metavar="NAME=V1,V2",
+                  help="An axis and its values; repeat for several (leads: separate selections with |).")
+    @_config_options(AblationConfig)
+    def ablation_command(axis_values, **options):
+        from ecgtl.stages.ablation import ablation
+
+        config = _config_from(AblationConfig, options)
+        if axis_values:
+            from dataclasses import replace
+
+            config = replace(config, axes=";".join(filter(None, [config.axes, *axis_values])))
+        results = ablation(config)
+        finished = int((results["cells"]["status"] == "finished").sum())
+        click.echo(f"{finished} of {len(results['cells'])} cells finished")
+
+    @cli.command("ablation-worker", help="Join a running ablation's queue (shared storage) from another machine.")
+    @click.option("--storage", required=True, help="The Optuna storage URL the ablation uses.")
+    @click.option("--study-name", required=True)
+    def ablation_worker_command(storage: str, study_name: str) -> None:
+        from ecgtl.stages.ablation import ablation_worker
+
+        click.echo(f"ran {ablation_worker(storage, study_name)} tasks")
 
 
 def _register_stage_commands() -> None:
@@ -200,6 +231,7 @@ def models_list() -> None:
 
 
 _register_stage_commands()
+_register_ablation_commands()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -104,8 +104,12 @@ def _raise_interrupted(signum, frame):  # noqa: ARG001
 
 @contextlib.contextmanager
 def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = False,
-              run_id: str | None = None) -> Iterator[str]:
-    """Start (or resume) a run; always end it FINISHED, FAILED or KILLED. Yields the run id."""
+              run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[str]:
+    """Start (or resume) a run; always end it FINISHED, FAILED or KILLED. Yields the run id.
+
+    `nested` makes it a child of the run active in this process; `parent_run_id` of a run started elsewhere
+    (a worker process of an ablation or study), in that run's experiment.
+    """
     import mlflow
 
     previous_handler = signal.getsignal(signal.SIGTERM)
@@ -125,8 +129,12 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
             raise EcgtlError(f"run {run_id} was started with other parameters; resume it with the same ones")
     parent = mlflow.active_run()
     experiment_id = parent.info.experiment_id if (nested and parent and run_id is None) else None
+    start_tags = None
+    if parent_run_id and run_id is None:
+        experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+        start_tags = {runs.MLFLOW_PARENT: parent_run_id, runs.PARENT: parent_run_id}
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
-                           experiment_id=experiment_id)
+                           experiment_id=experiment_id, tags=start_tags)
     try:
         mlflow.set_tags({**tags, runs.MLFLOW_RUN_NAME: run_name})
         if run_id is None:

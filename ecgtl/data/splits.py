@@ -8,6 +8,7 @@ CinC data has no official split, so we make a seeded multi-label stratified one 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def persisted_split(path: Path, record_ids: Sequence[str], labels: np.ndarray, s
         return stored.set_index("record_id").loc[ids, "split"].to_numpy()
     split = stratified_split(labels, seed, proportions)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: parallel workers write the same file
     pd.DataFrame({"record_id": ids, "split": split}).to_csv(tmp, index=False)
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps({"seed": seed, "proportions": list(proportions)}))

@@ -665,9 +665,14 @@ def generate(config: SynthConfig, out: Path, workers: int | None = None, progres
             _write_ptbxl_tables(tmp, plans, meta, truth)
         truth.drop(columns=["scp_codes"], errors="ignore").to_csv(tmp / TRUTH, index=False)
         (tmp / MARKER).write_text(json.dumps(config.marker(), indent=1))
-        if out.exists():
+        if out.exists() and not any(out.iterdir()):
             out.rmdir()  # an empty folder the user made for us
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished the same dataset first; same config, same bytes
+            if not ((out / MARKER).exists() and json.loads((out / MARKER).read_text()) == config.marker()):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

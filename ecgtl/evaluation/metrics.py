@@ -285,3 +285,63 @@ def threshold_metrics(y_true: np.ndarray, probabilities: np.ndarray, thresholds:
         recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return {"f1": f1, "precision": precision, "recall": recall}
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """A quantity averaged over seeds with a CI that resamples seeds and, within each, test records."""
+
+    estimate: float
+    low: float
+    high: float
+    p_value: float  # one-sided, H0: quantity <= 0 (meaningful for differences)
+    n_seeds: int
+    seed_values: tuple[float, ...]
+
+
+def _resampled_macro_differences(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray | None,
+                                 n_resamples: int, seed: int) -> tuple[float, np.ndarray]:
+    """Observed macro AUC of A (minus B) and its values over record resamples (same classes throughout)."""
+    y_true, scores_a = validate(y_true, scores_a, "scores of model A")
+    evaluable = np.isfinite(per_class_auc(y_true, scores_a))
+    if not evaluable.any():
+        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
+    weights, _ = usable_resample_weights(y_true, evaluable, n_resamples, seed)
+    weights = _usable_or_nothing(weights, n_resamples)
+    observed = float(np.mean(per_class_auc(y_true, scores_a)[evaluable]))
+    resampled = _resampled_aucs(y_true, scores_a, weights, evaluable)[:, evaluable].mean(axis=1)
+    if scores_b is not None:
+        _, scores_b = validate(y_true, scores_b, "scores of model B")
+        observed -= float(np.mean(per_class_auc(y_true, scores_b)[evaluable]))
+        resampled = resampled - _resampled_aucs(y_true, scores_b, weights, evaluable)[:, evaluable].mean(axis=1)
+    return observed, resampled
+
+
+def bootstrap_over_seeds(y_true: list[np.ndarray], scores_a: list[np.ndarray],
+                         scores_b: list[np.ndarray] | None = None, *, n_resamples: int = 1000, seed: int = 0,
+                         confidence: float = 0.95) -> SeedSummary:
+    """Mean over seeds of macro AUC (of A, or of A minus B paired on the same records), with a two-level
+    bootstrap CI: each replicate draws seeds with replacement and, for each drawn seed, a resample of its test
+    records (A and B resampled together). With one seed this is the paired record bootstrap.
+
+    `y_true[s]` [records, classes], `scores_*[s]` [records, classes] for seed s.
+    """
+    if not y_true or len(y_true) != len(scores_a) or (scores_b is not None and len(scores_b) != len(y_true)):
+        raise EvaluationError("bootstrap over seeds: one label and score matrix per seed, at least one seed")
+    observed, resampled = [], []
+    for s, (y, a) in enumerate(zip(y_true, scores_a, strict=True)):
+        value, values = _resampled_macro_differences(y, a, None if scores_b is None else scores_b[s], n_resamples,
+                                                     seed * 1000 + s)
+        observed.append(value)
+        resampled.append(values)
+    n = min(len(r) for r in resampled)
+    if n == 0:
+        raise EvaluationError("bootstrap over seeds: the test sets are too small for a CI")
+    matrix = np.stack([r[:n] for r in resampled])  # [seeds, replicates]
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(observed), size=(n, len(observed)))  # seeds drawn per replicate
+    replicates = matrix[drawn, np.arange(n)[:, None]].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha])
+    return SeedSummary(float(np.mean(observed)), float(low), float(high),
+                       float((np.sum(replicates <= 0) + 1) / (len(replicates) + 1)), len(observed), tuple(observed))

@@ -9,7 +9,7 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 | `test_auc_<CLASS>` (+ `_ci_low`, `_ci_high`) | per-class AUC with CI (absent for skipped classes) |
 | `test_micro_auc`, `test_fmax` | micro AUC; Strodthoff's F-max |
 | `test_ece`, `test_mce`, `test_brier`, `test_ece_classwise` | calibration of sigmoid(logits), pooled (see calibration.py) |
-| `test_ece_<method>`, `test_brier_<method>` | after a calibrator fitted on val: platt, temperature, temperature_per_class, isotonic (with a stored calibrator: that one only) |
+| `test_ece_<method>`, `test_mce_<method>`, `test_brier_<method>` | after a calibrator fitted on val: platt, temperature, temperature_per_class, isotonic (with a stored calibrator: that one only) |
 | `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val (or the stored thresholds) |
 | `test_challenge_score` | the official CinC challenge metric: the model outputs every scored class of the weights table (`cinc2020`, `cinc2021` label sets) |
 | `test_challenge_score_partial` | the same formula over only the scored classes the model has (e.g. 8 of shared18; no normal class, so the reference outputs nothing): not comparable to challenge results |
@@ -130,7 +130,8 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
     for method, calibrator in calibrators.items():
         calibrated[method] = calibrator.predict_proba(logits_test)
         after = calibration_summary(y_test, calibrated[method])
-        metrics.update({f"{split}_ece_{method}": after.ece, f"{split}_brier_{method}": after.brier})
+        metrics.update({f"{split}_ece_{method}": after.ece, f"{split}_mce_{method}": after.mce,
+                        f"{split}_brier_{method}": after.brier})
 
     thresholds = stored.thresholds if y_val is None else m.f1_thresholds(y_val, expit(logits_val))
     at_threshold = m.threshold_metrics(y_test, probabilities, thresholds)

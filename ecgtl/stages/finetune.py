@@ -85,7 +85,7 @@ def _check_pipeline_matches(info, data: DataConfig, uri: str) -> None:
 
 
 def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str | None = None,
-             register: bool = True, axes: dict | None = None,
+             register: bool = True, axes: dict | None = None, parent_run_id: str | None = None,
              fallback_pretrain: PretrainConfig | None = None) -> StageResult:
     """Fine-tune (or train from scratch) and log the model; register unless `register=False`."""
     config.validate()
@@ -99,7 +99,8 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
     tags = stage_tags(stage, config.init, "none", target, config.data, config.train, config, axes)
     name = run_name(stage, architecture, config.data, config.train.seed, axes)
     with tempfile.TemporaryDirectory() as tmp, \
-            tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id) as run_id:
+            tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
+                           parent_run_id=parent_run_id) as run_id:
         if config.init == "pretrained":
             if not tracking.model_exists(pretrained_uri):
                 if pretrained_uri != DEFAULT_PRETRAINED:

@@ -34,7 +34,7 @@ class PretrainConfig:
 
 
 def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str | None = None,
-             register: bool = True, axes: dict | None = None) -> StageResult:
+             register: bool = True, axes: dict | None = None, parent_run_id: str | None = None) -> StageResult:
     """Train on the source and log the model; register `ecgtl-pretrained` unless `register=False`."""
     config.train.validate()
     tracking.configure()
@@ -44,7 +44,8 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
     name = run_name("pretrain", config.model, config.data, config.train.seed, axes)
     source = parse_spec(config.data.spec).short_name
     tags = stage_tags("pretrain", "scratch", source, source, config.data, config.train, config, axes)
-    with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id) as run_id:
+    with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
+                           parent_run_id=parent_run_id) as run_id:
         return train_model(model, prepared, rows, config.data, config.train, run_id,
                            registered_name=REGISTERED_PRETRAINED if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,

@@ -145,3 +145,21 @@ def test_bad_input_is_a_clear_error(y, scores, message):
 def test_all_classes_undefined_is_an_error_not_a_number():
     with pytest.raises(EvaluationError, match="macro AUC is undefined"):
         m.macro_auc(np.zeros((4, 2)), np.zeros((4, 2)))
+
+
+def test_bootstrap_over_seeds_widens_with_seed_spread_and_reduces_to_the_paired_bootstrap():
+    rng = np.random.default_rng(11)
+    y = (rng.random((300, 3)) < 0.3).astype(int)
+    better = [y * 1.5 + rng.standard_normal(y.shape) for _ in range(3)]
+    worse = [y * 0.8 + rng.standard_normal(y.shape) for _ in range(3)]
+    summary = m.bootstrap_over_seeds([y] * 3, better, worse, n_resamples=300, seed=0)
+    assert summary.n_seeds == 3 and summary.low < summary.estimate < summary.high and summary.low > 0
+    assert summary.estimate == pytest.approx(np.mean([m.macro_auc(y, b) - m.macro_auc(y, w)
+                                                      for b, w in zip(better, worse, strict=True)]))
+    assert summary.p_value < 0.01
+    one_seed = m.bootstrap_over_seeds([y], better[:1], worse[:1], n_resamples=300, seed=0)
+    paired = m.paired_bootstrap(y, better[0], worse[0], n_resamples=300, seed=0)
+    assert one_seed.estimate == pytest.approx(paired.observed)
+    # Seeds that disagree widen the interval: the same records, but one seed's model is much worse.
+    spread = m.bootstrap_over_seeds([y] * 3, [better[0], better[1], worse[2]], worse, n_resamples=300, seed=0)
+    assert spread.high - spread.low > summary.high - summary.low

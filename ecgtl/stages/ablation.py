@@ -1,0 +1,436 @@
+"""The ablation stage: the study's experiments as one resumable, parallel grid over named axes.
+
+A grid names values for axes (`AXES`); every combination is a *cell*: one fine-tuning (`init=pretrained`) or
+training from scratch (`init=scratch`) through the normal stages, as a child run of one `ablation` parent run,
+tagged `ecgtl.axis.<name>`. Cells never register models.
+
+- `target_fraction`, `source_fraction`: nested, stratified subsets of the target / source training split;
+- `fs`: pretraining and fine-tuning at the same rate (the cache resamples the records);
+- `domain`: `time` or the per-window rFFT magnitude / real / imaginary part; `leads`: any lead selection;
+- `init`: `pretrained` and `scratch` cells share data, splits and seeds (pairs for the transfer gain);
+- `seed`: fine-tuning seed (head initialisation, batches, dropout); 3 seeds by default (`seeds`).
+Scratch cells ignore `source_fraction` (they have no source). A pretraining is shared by every cell with the
+same source configuration (`source_fraction`, `fs`, `domain`, `leads`; pretraining seed 0): its reuse key
+finds it, so it is never trained twice, also across re-runs.
+
+Reuse key of a cell: `config.reuse_key` of its finetune config, with the pretrained model's URI in it, so a
+cell is the same cell only on the same pretrained model. Re-running an ablation skips FINISHED cells and runs
+failed or missing ones; a failed cell is recorded (FAILED run with its error, and in `cells.csv`) and the
+others go on.
+
+Execution: `jobs=1` runs cells in this process (nested runs). `jobs=N` creates an Optuna study on a journal
+file in the cache folder and runs N worker processes on it; `storage=URL` + `study_name` puts the queue on a
+shared database (e.g. PostgreSQL), and more workers join from other machines with `ecgtl ablation-worker`
+(same storage, study name and MLflow tracking server). See `ecgtl.stages.queue`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ecgtl import runs, tracking
+from ecgtl.config import build, flatten, reuse_key
+from ecgtl.data.spec import parse_spec
+from ecgtl.errors import EcgtlError
+from ecgtl.pipeline import DOMAINS, leads_label, parse_leads
+from ecgtl.stages.common import DataConfig, StageResult
+from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
+from ecgtl.stages.main import reuse_or_run
+from ecgtl.stages.pretrain import PretrainConfig, pretrain
+from ecgtl.training.loop import TrainConfig
+
+AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
+SOURCE_AXES = ("source_fraction", "fs", "domain", "leads")
+INITS = ("pretrained", "scratch")
+AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12"}
+STAGE = "ablation"
+
+PRESETS: dict[str, dict[str, tuple]] = {
+    "exp1-target-fraction": {"target_fraction": (1.0, 0.5, 0.25, 0.1, 0.05)},
+    "exp2-source-fraction": {"source_fraction": (1.0, 0.5, 0.25), "target_fraction": (0.1,)},
+    "exp3-sampling-rate": {"fs": (500.0, 250.0, 100.0, 50.0)},
+    "exp4-calibration": {"target_fraction": (1.0, 0.1)},
+    "exp5-frequency-domain": {"domain": DOMAINS},
+    "leads": {"leads": ("all12", "limb6", "precordial6", "I,II", "II", "V1")},
+}
+PRESET_NAMES = (*PRESETS, "all", "custom")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What a preset trains: data, model, epochs. `quick` is small enough for minutes on 2 cores."""
+
+    source: str
+    target: str
+    model: str
+    pretrain_epochs: int
+    finetune_epochs: int
+    batch_size: int
+    n_bootstrap: int
+
+
+FULL = Sizing("synthetic:ptbxl?n=3000&seed=0", "synthetic:g12ec?n=1500&seed=0", "xresnet1d50", 8, 10, 128, 1000)
+QUICK = Sizing("synthetic:ptbxl?n=800&seed=0", "synthetic:g12ec?n=500&seed=0", "xresnet1d18", 3, 4, 64, 200)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    preset: str = "exp1-target-fraction"
+    # Axis overrides, `;`-separated: "target_fraction=1,0.5,0.1;seed=0,1,2" (the CLI's --axis, repeated).
+    axes: str = ""
+    grid_file: str = ""  # YAML: {axes: {name: [values]}}; replaces the preset's axes
+    quick: bool = False
+    seeds: int = 3  # seeds per cell unless a seed axis is given
+    source: str = ""  # empty: the sizing's source (synthetic PTB-XL)
+    target: str = ""
+    model: str = ""
+    pretrain_epochs: int = 0  # 0: the sizing's
+    finetune_epochs: int = 0
+    n_bootstrap: int = 0
+    jobs: int = 1
+    storage: str = ""  # Optuna storage URL shared by workers on several machines
+    study_name: str = ""
+
+    def validate(self) -> AblationConfig:
+        if self.preset not in PRESET_NAMES:
+            raise EcgtlError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESET_NAMES)}")
+        if self.jobs < 1 or self.seeds < 1:
+            raise EcgtlError("jobs and seeds must be at least 1")
+        if self.storage and not self.study_name:
+            raise EcgtlError("a shared storage needs a study_name that the other workers use too")
+        return self
+
+    def sizing(self) -> Sizing:
+        base = QUICK if self.quick else FULL
+        return Sizing(self.source or base.source, self.target or base.target, self.model or base.model,
+                      self.pretrain_epochs or base.pretrain_epochs, self.finetune_epochs or base.finetune_epochs,
+                      base.batch_size, self.n_bootstrap or base.n_bootstrap)
+
+
+# ------------------------------------------------------------------------------------------------ the grid
+def _axis_value(axis: str, text: str):
+    if axis in ("target_fraction", "source_fraction", "fs"):
+        value = float(text)
+        if axis != "fs" and not 0 < value <= 1:
+            raise EcgtlError(f"{axis} values must lie in (0, 1], got {text}")
+        if axis == "fs" and not 25 <= value <= 2000:
+            raise EcgtlError(f"fs values must lie in 25..2000 Hz, got {text}")
+        return value
+    if axis == "seed":
+        return int(text)
+    if axis == "init":
+        if text not in INITS:
+            raise EcgtlError(f"init values are {', '.join(INITS)}, got {text!r}")
+        return text
+    if axis == "domain":
+        if text not in DOMAINS:
+            raise EcgtlError(f"domain values are {', '.join(DOMAINS)}, got {text!r}")
+        return text
+    return leads_label(parse_leads(text))  # leads
+
+
+def parse_axes(text: str) -> dict[str, tuple]:
+    """"target_fraction=1,0.5;seed=0,1" -> {"target_fraction": (1.0, 0.5), "seed": (0, 1)}. Lead selections
+    contain commas, so `leads` values are separated by `|`: "leads=all12|limb6|I,II|V1"."""
+    axes: dict[str, tuple] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, values = part.partition("=")
+        name = name.strip()
+        if not sep or name not in AXES:
+            raise EcgtlError(f"axis {part!r}: write NAME=V1,V2 with NAME one of {', '.join(AXES)}")
+        items = [v.strip() for v in values.split("|" if name == "leads" else ",") if v.strip()]
+        if not items:
+            raise EcgtlError(f"axis {name}: no values")
+        axes[name] = tuple(_axis_value(name, v) for v in items)
+    return axes
+
+
+def load_grid_file(path: str) -> dict[str, tuple]:
+    """A YAML grid: `axes: {target_fraction: [1, 0.1], leads: [all12, "I,II"], seed: [0, 1, 2]}`."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise EcgtlError(f"{path}: grid file not found") from None
+    except yaml.YAMLError as exc:
+        raise EcgtlError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("axes"), dict):
+        raise EcgtlError(f"{path}: expected a mapping with 'axes: {{name: [values]}}'")
+    axes = {}
+    for name, values in data["axes"].items():
+        if name not in AXES:
+            raise EcgtlError(f"{path}: unknown axis {name!r}; choose from {', '.join(AXES)}")
+        values = values if isinstance(values, list) else [values]
+        axes[name] = tuple(_axis_value(name, str(v)) for v in values)
+    return axes
+
+
+def grids(config: AblationConfig) -> list[dict[str, tuple]]:
+    """The grids an ablation runs: the preset's (all presets for `all`), or the file's, with overrides."""
+    if config.grid_file:
+        chosen = [load_grid_file(config.grid_file)]
+    elif config.preset == "all":
+        chosen = [dict(axes) for axes in PRESETS.values()]
+    elif config.preset == "custom":
+        chosen = [{}]
+    else:
+        chosen = [dict(PRESETS[config.preset])]
+    overrides = parse_axes(config.axes)
+    return [{**grid, **overrides} for grid in chosen]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its axis values, its finetune config, and (pretrained) its pretraining."""
+
+    axes: dict
+    finetune: FinetuneConfig
+    pretrain: PretrainConfig | None
+
+    @property
+    def stage(self) -> str:
+        return "finetune" if self.finetune.init == "pretrained" else "scratch"
+
+
+def _source_spec(spec: str, fs: float) -> str:
+    """Synthetic PTB-XL writes only its 100 Hz files by default; higher rates need its 500 Hz files."""
+    parsed = parse_spec(spec)
+    if parsed.kind == "synthetic" and parsed.target == "ptbxl" and fs > 100 and "rates" not in parsed.options:
+        return f"{spec}&rates=100,500" if "?" in spec else f"{spec}?rates=100,500"
+    return spec
+
+
+def expand(config: AblationConfig) -> list[Cell]:
+    """Every cell of every grid, each once (scratch cells do not depend on source axes)."""
+    size = config.sizing()
+    cells: dict[str, Cell] = {}
+    for grid in grids(config):
+        values = {axis: grid.get(axis, (AXIS_DEFAULTS[axis],) if axis in AXIS_DEFAULTS else ()) for axis in AXES}
+        values["init"] = grid.get("init", INITS)
+        values["seed"] = grid.get("seed", tuple(range(config.seeds)))
+        for combination in itertools.product(*(values[axis] for axis in AXES)):
+            axes = dict(zip(AXES, combination, strict=True))
+            if axes["init"] == "scratch":
+                axes["source_fraction"] = None
+            key = json.dumps(axes, sort_keys=True, default=str)
+            if key not in cells:
+                cells[key] = _cell(axes, size)
+    return list(cells.values())
+
+
+def _cell(axes: dict, size: Sizing) -> Cell:
+    fs, leads, domain = float(axes["fs"]), axes["leads"], axes["domain"]
+    pre = None
+    if axes["init"] == "pretrained":
+        pre = PretrainConfig(
+            data=DataConfig(spec=_source_spec(size.source, fs), fs=fs, fraction=float(axes["source_fraction"]),
+                            leads=leads, domain=domain),
+            model=size.model, train=TrainConfig(epochs=size.pretrain_epochs, batch_size=size.batch_size, lr=1e-2),
+            n_bootstrap=size.n_bootstrap)
+    tuned = FinetuneConfig(
+        data=DataConfig(spec=size.target, fs=fs, fraction=float(axes["target_fraction"]), leads=leads, domain=domain),
+        init="pretrained", pretrained="", model=size.model,
+        train=TrainConfig(epochs=size.finetune_epochs, batch_size=size.batch_size, lr=1e-2, schedule="gradual",
+                          epochs_per_stage=1, decay=2.6, seed=int(axes["seed"])),
+        n_bootstrap=size.n_bootstrap)
+    return Cell(axes, tuned if pre else scratch_config(tuned), pre)
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+def tasks_of(cells: list[Cell]) -> list[dict]:
+    """JSON tasks: every distinct pretraining first, then the cells (that order is also the queue's)."""
+    pretrainings: dict[str, dict] = {}
+    for cell in cells:
+        if cell.pretrain is not None:
+            key = reuse_key(cell.pretrain)
+            source_axes = {axis: cell.axes[axis] for axis in SOURCE_AXES}
+            pretrainings.setdefault(key, {"kind": "pretrain", "key": key, "flat": flatten(cell.pretrain),
+                                          "axes": source_axes})
+    cell_tasks = [{"kind": "cell", "stage": cell.stage, "flat": flatten(cell.finetune), "axes": cell.axes,
+                   "pretrain_key": reuse_key(cell.pretrain) if cell.pretrain else None} for cell in cells]
+    return [*pretrainings.values(), *cell_tasks]
+
+
+def _axes_for_tags(axes: dict) -> dict:
+    return {axis: value for axis, value in axes.items() if value is not None}
+
+
+def pretrained_uri(pretrain_key: str, wait_s: float = 0.0) -> str:
+    """The model URI of the FINISHED pretraining with this reuse key (waiting up to `wait_s` for a worker that
+    is still training it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = tracking.find_finished_run("pretrain", pretrain_key)
+        if found:
+            return tracking.run_info(found)[0][runs.MODEL_URI]
+        if time.monotonic() >= deadline:
+            raise EcgtlError(f"no finished pretraining with reuse key {pretrain_key} (it failed or never ran)")
+        time.sleep(2)
+
+
+def run_task(task: dict, *, parent_run_id: str | None = None, nested: bool = False, wait_s: float = 0.0) -> StageResult:
+    """Run (or reuse) one task; in-process cells are `nested` under the active ablation run, worker processes
+    attach to `parent_run_id`."""
+    axes = _axes_for_tags(task["axes"])
+    if task["kind"] == "pretrain":
+        config = build(PretrainConfig, task["flat"])
+        return reuse_or_run("pretrain", config, lambda: pretrain(config, nested=nested, register=False, axes=axes,
+                                                                  parent_run_id=parent_run_id))
+    config = build(FinetuneConfig, task["flat"])
+    if task["pretrain_key"]:
+        config = replace(config, pretrained=pretrained_uri(task["pretrain_key"], wait_s))
+    return reuse_or_run(task["stage"], config, lambda: finetune(config, nested=nested, register=False, axes=axes,
+                                                                 parent_run_id=parent_run_id))
+
+
+def prepare_caches(cells: list[Cell]) -> None:
+    """Build every cache the cells need once, in this process, before any worker starts."""
+    from ecgtl.stages.common import load_data
+
+    seen = set()
+    for cell in cells:
+        for data in [cell.finetune.data] + ([cell.pretrain.data] if cell.pretrain else []):
+            key = (data.spec, data.fs, data.length_s, data.label_set, data.split_seed)
+            if key not in seen:
+                seen.add(key)
+                load_data(data, 0)
+
+
+# ------------------------------------------------------------------------------------------------ execution
+@dataclass
+class CellOutcome:
+    task: dict
+    status: str  # finished, reused, failed
+    run_id: str | None
+    error: str = ""
+
+
+def _run_serially(tasks: list[dict]) -> list[CellOutcome]:
+    outcomes = []
+    for position, task in enumerate(tasks, 1):
+        label = task["kind"] if task["kind"] == "pretrain" else task["stage"]
+        print(f"[{position}/{len(tasks)}] {label} {_axes_for_tags(task['axes'])}", file=sys.stderr, flush=True)
+        try:
+            result = run_task(task, nested=True)
+            outcomes.append(CellOutcome(task, "reused" if result.reused else "finished", result.run_id))
+        except Exception as exc:  # a failed cell is recorded; the others go on (Ctrl-C still stops everything)
+            print(f"  failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            outcomes.append(CellOutcome(task, "failed", None, f"{type(exc).__name__}: {exc}"))
+    return outcomes
+
+
+def _worker_main(storage_url: str, study_name: str, parent_run_id: str, threads: int) -> int:
+    """A worker process: pop tasks until the queue is empty."""
+    import torch
+
+    from ecgtl.stages import queue
+
+    os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run` the parent's run id is in the environment
+    torch.set_num_threads(max(1, threads))
+    tracking.configure()
+    study = queue.join_queue(queue.open_storage(storage_url), study_name)
+
+    def run(task: dict) -> float:
+        result = run_task(task, parent_run_id=parent_run_id, wait_s=4 * 3600)
+        return float(result.metrics.get("test_macro_auc", float("nan")))
+
+    return queue.work(study, run)
+
+
+def _run_on_queue(tasks: list[dict], config: AblationConfig, parent_run_id: str) -> list[CellOutcome]:
+    import multiprocessing
+
+    from ecgtl.paths import cache_root
+    from ecgtl.stages import queue
+
+    storage_url = config.storage or str(cache_root() / "queues" / f"ablation-{parent_run_id}.log")
+    study_name = config.study_name or f"ablation-{parent_run_id}"
+    storage = queue.open_storage(storage_url)
+    study = queue.create_queue(storage, study_name, tasks, {"ecgtl.parent_run_id": parent_run_id})
+    parent_run_id = study.user_attrs.get("ecgtl.parent_run_id", parent_run_id)
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(storage_url, study_name, parent_run_id, threads))
+               for _ in range(config.jobs)]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.join()
+        _wait_for_other_workers(study)
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        raise
+    return _outcomes_from_study(study, tasks)
+
+
+def _wait_for_other_workers(study, poll_s: float = 5.0) -> None:
+    """Workers on other machines may still run tasks; wait for them (a dead one's trial turns FAIL when its
+    heartbeat goes stale)."""
+    import optuna
+
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)):
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(poll_s)
+
+
+def _outcomes_from_study(study, tasks: list[dict]) -> list[CellOutcome]:
+    from ecgtl.stages import queue
+
+    by_task: dict[str, CellOutcome] = {}
+    for trial in study.get_trials(deepcopy=False):
+        task = queue.task_of(trial)
+        if task is None:
+            continue
+        identity = json.dumps(task, sort_keys=True)
+        status = {"COMPLETE": "finished", "FAIL": "failed"}.get(trial.state.name, trial.state.name.lower())
+        by_task[identity] = CellOutcome(task, status, None, trial.user_attrs.get("ecgtl.error", ""))
+    return [by_task.get(json.dumps(t, sort_keys=True), CellOutcome(t, "missing", None)) for t in tasks]
+
+
+def ablation(config: AblationConfig) -> dict:
+    """Run (or resume) an ablation; logs the results to the parent run. Returns the result tables."""
+    from ecgtl.stages.ablation_results import collect, log_results
+
+    config.validate()
+    tracking.configure()
+    cells = expand(config)
+    tasks = tasks_of(cells)
+    n_pretrain = sum(t["kind"] == "pretrain" for t in tasks)
+    print(f"ablation {config.preset}{' (quick)' if config.quick else ''}: {len(cells)} cells, {n_pretrain} "
+          f"pretraining(s), jobs {config.jobs}", file=sys.stderr)
+    prepare_caches(cells)
+    tags = {runs.STAGE: STAGE, runs.CONFIG_HASH: reuse_key(config), "ecgtl.preset": config.preset,
+            "ecgtl.cells": str(len(cells))}
+    name = f"{STAGE}-{config.preset}{'-quick' if config.quick else ''}"
+    with tracking.stage_run(name, tags, flatten(config)) as parent_run_id:
+        if config.jobs == 1 and not config.storage:
+            outcomes = _run_serially(tasks)
+        else:
+            outcomes = _run_on_queue(tasks, config, parent_run_id)
+        results = collect(cells, outcomes)
+        log_results(results, config)
+        failed = [o for o in outcomes if o.status != "finished" and o.status != "reused"]
+        print(f"ablation: {len(outcomes) - len(failed)} of {len(outcomes)} tasks finished"
+              + (f", {len(failed)} failed (re-run the same command to retry them)" if failed else ""), file=sys.stderr)
+    return results
+
+
+def ablation_worker(storage: str, study_name: str) -> int:
+    """Join a running ablation's queue from another machine (same storage, study name and tracking server)."""
+    import torch
+
+    from ecgtl.stages import queue
+
+    tracking.configure()
+    study = queue.join_queue(queue.open_storage(storage), study_name)
+    parent_run_id = study.user_attrs.get("ecgtl.parent_run_id")
+    return _worker_main(storage, study_name, parent_run_id, torch.get_num_threads())

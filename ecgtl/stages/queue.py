@@ -1,0 +1,127 @@
+"""A fixed list of tasks, each run exactly once, by any number of workers on one or many machines, through
+Optuna's trial queue on shared storage (no home-made queue).
+
+- `create_queue` creates the study once and enqueues every task as a WAITING trial (the task itself, JSON, in
+  the trial's user attributes), then marks the study ready. A second `create_queue` on the same study name
+  loads it instead (the one that created it did the enqueueing).
+- Workers call `work`: `study.optimize(n_trials=1)` pops one WAITING trial at a time (RDB storage takes it
+  under a row lock, journal storage under a file lock: no task runs twice), runs it with a heartbeat, and
+  records COMPLETE or FAIL. Tasks are popped in the order they were enqueued.
+- Storage: `postgresql+psycopg2://...` (or any SQLAlchemy URL) for many machines; a `.log` / `.journal`
+  path for an Optuna journal file on one machine (what `--jobs N` uses). With an RDB storage a worker that
+  dies stops its heartbeat and its trial is marked FAIL by the next worker (`fail_stale_trials`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ecgtl.errors import EcgtlError
+
+TASK_ATTR = "ecgtl.task"
+READY_ATTR = "ecgtl.ready"
+HEARTBEAT_S, GRACE_S = 10, 30
+
+
+def open_storage(url: str):
+    """An Optuna storage for `url` (RDB URL or journal file path); one clear error if it cannot be reached."""
+    import optuna
+
+    try:
+        if "://" in url:
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                 engine_kwargs={"pool_pre_ping": True})
+            storage.get_all_studies()  # connect now, not at the first trial
+            return storage
+        path = Path(url).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except EcgtlError:
+        raise
+    except Exception as exc:  # SQLAlchemy/driver errors come in many types
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EcgtlError(f"storage {_redact(url)}: cannot be used ({first_line[:300]})") from None
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def create_queue(storage, study_name: str, tasks: list[dict], attrs: dict | None = None):
+    """Create the study and enqueue `tasks` once; if it exists already, load it (and check it is ours)."""
+    import optuna
+
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        return join_queue(storage, study_name)
+    for key, value in (attrs or {}).items():
+        study.set_user_attr(key, value)
+    for task in tasks:
+        study.enqueue_trial({}, user_attrs={TASK_ATTR: json.dumps(task, sort_keys=True)})
+    study.set_user_attr(READY_ATTR, len(tasks))
+    return study
+
+
+def join_queue(storage, study_name: str, wait_s: float = 120):
+    """Load a study made by `create_queue`, waiting until its tasks are enqueued."""
+    import optuna
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            study = optuna.load_study(storage=storage, study_name=study_name)
+        except KeyError:
+            study = None
+        if study is not None and READY_ATTR in study.user_attrs:
+            return study
+        if time.monotonic() > deadline:
+            raise EcgtlError(f"study {study_name!r}: {'no such study' if study is None else 'its tasks were never enqueued'}"
+                             f" after {wait_s:.0f} s")
+        time.sleep(1)
+
+
+def task_of(trial) -> dict | None:
+    """The task a trial carries, or None for a trial that was not enqueued by `create_queue`."""
+    text = trial.user_attrs.get(TASK_ATTR)
+    return json.loads(text) if text else None
+
+
+def waiting(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def work(study, run_task: Callable[[dict], float]) -> int:
+    """Pop and run tasks until none is waiting; returns how many this worker ran. A task that raises is
+    recorded FAIL (its error in the trial's user attrs) and the worker goes on."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our stages print their own progress
+    ran = 0
+
+    def objective(trial: optuna.Trial) -> float:
+        task = task_of(trial)
+        if task is None:  # the queue emptied between our check and the pop: nothing to do
+            trial.set_user_attr("ecgtl.note", "no task left")
+            raise optuna.TrialPruned("no task left")
+        try:
+            return float(run_task(task))
+        except Exception as exc:
+            trial.set_user_attr("ecgtl.error", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+    while waiting(study):
+        optuna.storages.fail_stale_trials(study)
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        ran += 1
+    return ran

@@ -1,0 +1,151 @@
+"""The ablation stage: presets expand to the study's grids; a tiny preset runs end to end through MLflow, resumes
+after a killed cell without re-running finished ones, records failed cells, and never registers a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ecgtl.errors import EcgtlError
+from ecgtl.stages.ablation import AblationConfig, expand, parse_axes, tasks_of
+
+TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic:g12ec?n=120&seed=0",
+            pretrain_epochs=1, finetune_epochs=1, n_bootstrap=20, seeds=2, axes="target_fraction=1,0.5")
+
+
+@pytest.mark.parametrize(("preset", "cells", "pretrainings"), [
+    ("exp1-target-fraction", 5 * 2 * 3, 1),
+    ("exp2-source-fraction", 3 * 3 + 3, 3),  # scratch has no source: one scratch cell per seed
+    ("exp3-sampling-rate", 4 * 2 * 3, 4),
+    ("exp4-calibration", 2 * 2 * 3, 1),
+    ("exp5-frequency-domain", 4 * 2 * 3, 4),
+    ("leads", 6 * 2 * 3, 6),
+])
+def test_presets_expand_to_the_study_grids(preset, cells, pretrainings):
+    expanded = expand(AblationConfig(preset=preset, quick=True))
+    tasks = tasks_of(expanded)
+    assert len(expanded) == cells and sum(t["kind"] == "pretrain" for t in tasks) == pretrainings
+    assert [t["kind"] for t in tasks] == ["pretrain"] * pretrainings + ["cell"] * cells  # pretrainings first
+    for cell in expanded:  # pretrained and scratch cells see the same data and seed
+        assert cell.finetune.data.fs == cell.axes["fs"] and cell.finetune.train.seed == cell.axes["seed"]
+        if cell.pretrain:
+            assert (cell.pretrain.data.fs, cell.pretrain.data.leads, cell.pretrain.data.domain) == \
+                   (cell.finetune.data.fs, cell.finetune.data.leads, cell.finetune.data.domain)
+
+
+def test_high_sampling_rates_read_the_500_hz_files_of_synthetic_ptbxl():
+    cells = expand(AblationConfig(preset="exp3-sampling-rate", quick=True, seeds=1))
+    specs = {c.axes["fs"]: c.pretrain.data.spec for c in cells if c.pretrain}
+    assert "rates=100,500" in specs[500.0] and "rates=100,500" in specs[250.0] and "rates" not in specs[100.0]
+
+
+def test_all_is_the_union_without_duplicates():
+    total = expand(AblationConfig(preset="all", quick=True))
+    assert len(total) == len({repr(sorted(c.axes.items(), key=str)) for c in total})
+    assert len(total) < sum(len(expand(AblationConfig(preset=p, quick=True))) for p in
+                            ("exp1-target-fraction", "exp2-source-fraction", "exp3-sampling-rate", "exp4-calibration",
+                             "exp5-frequency-domain", "leads"))
+
+
+def test_axis_overrides_and_bad_axes():
+    assert parse_axes("target_fraction=1,0.1;seed=0,1;leads=all12|I,II") == {
+        "target_fraction": (1.0, 0.1), "seed": (0, 1), "leads": ("all12", "I,II")}
+    for bad, message in (("colour=red", "NAME=V1,V2"), ("target_fraction=2", r"\(0, 1\]"), ("domain=wavelet", "domain"),
+                         ("init=warm", "init"), ("leads=X1", "unknown lead")):
+        with pytest.raises(EcgtlError, match=message):
+            parse_axes(bad)
+    with pytest.raises(EcgtlError, match="unknown preset"):
+        AblationConfig(preset="exp9").validate()
+
+
+def test_grid_file(tmp_path):
+    (tmp_path / "grid.yaml").write_text("axes:\n  domain: [time, fft_abs]\n  seed: [4]\n  init: [scratch]\n")
+    cells = expand(AblationConfig(grid_file=str(tmp_path / "grid.yaml"), quick=True))
+    assert sorted((c.axes["domain"], c.axes["seed"], c.axes["init"]) for c in cells) == [
+        ("fft_abs", 4, "scratch"), ("time", 4, "scratch")]
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ablation-test")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    yield mlflow.MlflowClient()
+    if mlflow.active_run():
+        mlflow.end_run()
+
+
+def _cell_runs(client):
+    experiment = client.get_experiment_by_name("ablation-test").experiment_id
+    found = client.search_runs([experiment], "", max_results=1000)
+    return [r for r in found if r.data.tags.get("ecgtl.stage") in ("finetune", "scratch")]
+
+
+def test_quick_ablation_resumes_after_a_killed_cell_and_records_failed_ones(store, monkeypatch):
+    import ecgtl.stages.ablation as ablation_module
+    import ecgtl.stages.common as common
+
+    config = AblationConfig(preset="exp1-target-fraction", **TINY)
+    real_finetune = ablation_module.finetune
+    calls = []
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the cell trains
+
+    def killed_at_the_fourth_cell(*args, **kwargs):
+        calls.append(kwargs["axes"])
+        if len(calls) == 4:
+            with pytest.MonkeyPatch.context() as inside:
+                inside.setattr(common, "fit", interrupt)
+                return real_finetune(*args, **kwargs)
+        return real_finetune(*args, **kwargs)
+
+    monkeypatch.setattr(ablation_module, "finetune", killed_at_the_fourth_cell)
+    with pytest.raises(KeyboardInterrupt):
+        ablation_module.ablation(config)
+    first = {r.info.run_id: r.info.status for r in _cell_runs(store)}
+    assert sorted(first.values()) == ["FINISHED"] * 3 + ["KILLED"]
+    parent = store.search_runs([store.get_experiment_by_name("ablation-test").experiment_id],
+                               "tags.`ecgtl.stage` = 'ablation'")[0]
+    assert parent.info.status == "KILLED"
+
+    # One cell fails for a reason of its own; the others go on and the failure is recorded.
+    def one_cell_fails(*args, **kwargs):
+        if kwargs["axes"] == {"target_fraction": 0.5, "fs": 100.0, "domain": "time", "leads": "all12",
+                              "init": "scratch", "seed": 1}:
+            raise RuntimeError("injected cell failure")
+        return real_finetune(*args, **kwargs)
+
+    monkeypatch.setattr(ablation_module, "finetune", one_cell_fails)
+    results = ablation_module.ablation(config)
+    cells = results["cells"]
+    assert len(cells) == 8 and (cells["status"] == "finished").sum() == 7
+    assert "injected cell failure" in cells.loc[cells["status"] != "finished", "error"].item()
+    second = {r.info.run_id: r.info.status for r in _cell_runs(store)}
+    assert {k: v for k, v in first.items() if v == "FINISHED"}.items() <= second.items()  # reused, not re-run
+    assert sum(v == "FINISHED" for v in second.values()) == 7
+
+    # The same command again: only the failed cell runs.
+    monkeypatch.setattr(ablation_module, "finetune", real_finetune)
+    results = ablation_module.ablation(config)
+    assert (results["cells"]["status"] == "finished").all()
+    third = _cell_runs(store)
+    assert sum(r.info.status == "FINISHED" for r in third) == 8
+    assert all(r.data.tags["ecgtl.axis.init"] in ("pretrained", "scratch") for r in third)
+    assert not store.search_registered_models()  # cells never register models
+
+    paired = results["paired"]
+    assert set(paired["target_fraction"]) == {1.0, 0.5} and (paired["n_seeds"] == 2).all()
+    assert (paired["diff_ci_low"] <= paired["diff"]).all() and (paired["diff"] <= paired["diff_ci_high"]).all()
+    assert "## target fraction" in results["summary"] and "auc_vs_target_fraction" in results["figures"]
+    parent = store.search_runs([store.get_experiment_by_name("ablation-test").experiment_id],
+                               "tags.`ecgtl.stage` = 'ablation'", order_by=["attributes.start_time DESC"])[0]
+    artifacts = {Path(a.path).name for a in store.list_artifacts(parent.info.run_id, "ablation")}
+    assert {"cells.csv", "aggregate.csv", "paired.csv", "summary.md", "figures.html", "pretraining.csv"} <= artifacts
+    tidy = pd.read_csv(store.download_artifacts(parent.info.run_id, "ablation/cells.csv"))
+    assert {"test_macro_auc", "test_ece", "test_ece_platt", "test_mce_isotonic", "test_brier_temperature"} <= set(tidy.columns)

@@ -1,0 +1,82 @@
+"""The input pipeline: each ablation axis changes what the model actually sees (shape and content)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ecgtl.data.dataset import LeadScaler
+from ecgtl.data.records import STANDARD_LEADS
+from ecgtl.errors import EcgtlError
+from ecgtl.models import create_model
+from ecgtl.pipeline import InputPipeline, parse_leads
+
+
+def _identity_scaler(channels: int) -> LeadScaler:
+    return LeadScaler(np.zeros(channels, np.float32), np.ones(channels, np.float32))
+
+
+def _signals(n=3, fs=100.0, seconds=10):
+    t = np.arange(int(fs * seconds)) / fs
+    # Lead j is a sine of (j + 1) Hz: which lead is where can be read off the content.
+    return np.stack([np.stack([np.sin(2 * np.pi * (j + 1) * t) for j in range(12)])] * n).astype(np.float32)
+
+
+@pytest.mark.parametrize(("leads", "expected"), [
+    ("all12", STANDARD_LEADS), ("limb6", STANDARD_LEADS[:6]), ("precordial6", STANDARD_LEADS[6:]),
+    ("I,II", ("I", "II")), ("ii", ("II",)), ("V1", ("V1",)), ("V2,I", ("I", "V2")),
+])
+def test_lead_selection_picks_those_leads_in_standard_order(leads, expected):
+    assert parse_leads(leads) == expected
+    pipeline = InputPipeline(fs=100, leads=leads, scaler=_identity_scaler(len(expected)))
+    windows = _signals()[:, :, :250]
+    inputs = pipeline.inputs(windows)
+    assert inputs.shape == (3, len(expected), 250)
+    for channel, lead in enumerate(expected):
+        np.testing.assert_array_equal(inputs[:, channel], windows[:, STANDARD_LEADS.index(lead)])
+
+
+@pytest.mark.parametrize("bad", ["", "I,I", "X7", "all13"])
+def test_bad_lead_selections_are_one_line_errors(bad):
+    with pytest.raises(EcgtlError, match="leads"):
+        parse_leads(bad)
+
+
+@pytest.mark.parametrize("domain", ["fft_abs", "fft_real", "fft_imag"])
+def test_frequency_domains_are_the_windows_real_fft(domain):
+    pipeline = InputPipeline(fs=100, leads="I,II", domain=domain, scaler=_identity_scaler(2))
+    windows = _signals()[:, :, :250]
+    inputs = pipeline.inputs(windows)
+    assert inputs.shape == (3, 2, 126) == (3, 2, pipeline.input_length)
+    spectrum = np.fft.rfft(windows[:, :2].astype(np.float64), axis=-1)
+    expected = {"fft_abs": np.abs, "fft_real": np.real, "fft_imag": np.imag}[domain](spectrum)
+    np.testing.assert_allclose(inputs, expected, atol=1e-3)
+    if domain == "fft_abs":  # lead I is a 1 Hz sine: over 2.5 s its energy sits in bin 2.5 -> bins 2 and 3
+        assert set(np.argsort(inputs[0, 0])[-2:]) == {2, 3}
+
+
+@pytest.mark.parametrize("fs", [500.0, 250.0, 100.0, 50.0])
+def test_sampling_rate_sets_window_length_and_the_model_runs_on_it(fs):
+    pipeline = InputPipeline(fs=fs, leads="limb6")
+    signals = _signals(fs=fs)
+    fitted = pipeline.fit_scaler(signals, np.full(3, signals.shape[-1]))
+    assert fitted.crop == int(2.5 * fs) and fitted.inputs(signals[:, :, :fitted.crop]).shape == (3, 6, int(2.5 * fs))
+    model = create_model("xresnet1d18", 4, n_leads=fitted.n_channels)
+    torch.manual_seed(0)
+    logits = fitted.predict_logits(model, signals)
+    assert logits.shape == (3, 4) and np.isfinite(logits).all()
+
+
+def test_fft_scaler_is_fitted_on_spectra_and_pipelines_round_trip(prepared_tiny):
+    from ecgtl.data.dataset import valid_lengths
+
+    train = prepared_tiny.split("train")
+    time_domain = InputPipeline(fs=100, leads="II,V1").fit_scaler(train.signals, valid_lengths(train))
+    spectral = InputPipeline(fs=100, leads="II,V1", domain="fft_abs").fit_scaler(train.signals, valid_lengths(train))
+    assert abs(time_domain.scaler.mean).max() < 0.5 and spectral.scaler.mean.min() > 0  # magnitudes are positive
+    batch, labels = next(spectral.train_batches(train, np.arange(len(train)), 16, seed=0, epoch=0))
+    assert batch.shape == (16, 2, 126) and labels.shape == (16, len(prepared_tiny.classes))
+    assert abs(float(batch.mean())) < 0.5  # standardised
+    restored = InputPipeline.from_dict(spectral.to_dict())
+    assert restored.to_dict() == spectral.to_dict()
