@@ -148,3 +148,38 @@ def prepared_tiny(tmp_path_factory):
             os.environ.pop("ECGTL_CACHE_DIR")
         else:
             os.environ["ECGTL_CACHE_DIR"] = old
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh database on the PostgreSQL server that .ci/run starts; the test is skipped without one.
+
+    Yields a function that creates another fresh database and returns its SQLAlchemy URL.
+    """
+    import os
+    import uuid
+
+    base = os.environ.get("ECGTL_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("no PostgreSQL server: .ci/run starts one and sets ECGTL_TEST_POSTGRES_URL")
+    psycopg2 = pytest.importorskip("psycopg2")
+    admin_dsn = base.replace("postgresql+psycopg2://", "postgresql://")
+    created = []
+
+    def new_database() -> str:
+        name = f"ecgtl_{uuid.uuid4().hex[:12]}"
+        connection = psycopg2.connect(admin_dsn)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        connection.close()
+        created.append(name)
+        return base.rsplit("/", 1)[0] + f"/{name}"
+
+    yield new_database
+    connection = psycopg2.connect(admin_dsn)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for name in created:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    connection.close()

@@ -334,8 +334,8 @@ def _worker_main(storage_url: str, study_name: str, parent_run_id: str, threads:
 
     os.environ.pop("MLFLOW_RUN_ID", None)  # under `mlflow run` the parent's run id is in the environment
     torch.set_num_threads(max(1, threads))
+    study = queue.join_queue(queue.open_storage(storage_url), study_name)  # ready: the store exists by now
     tracking.configure()
-    study = queue.join_queue(queue.open_storage(storage_url), study_name)
 
     def run(task: dict) -> float:
         result = run_task(task, parent_run_id=parent_run_id, wait_s=4 * 3600)
@@ -430,7 +430,6 @@ def ablation_worker(storage: str, study_name: str) -> int:
 
     from ecgtl.stages import queue
 
-    tracking.configure()
     study = queue.join_queue(queue.open_storage(storage), study_name)
     parent_run_id = study.user_attrs.get("ecgtl.parent_run_id")
     return _worker_main(storage, study_name, parent_run_id, torch.get_num_threads())

@@ -72,10 +72,11 @@ def store(tmp_path, monkeypatch):
     import mlflow
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ablation-test")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    yield mlflow.MlflowClient()
+    yield mlflow.MlflowClient(tracking_uri=uri)  # not the URI an earlier test set process-wide
     if mlflow.active_run():
         mlflow.end_run()
 
