@@ -196,6 +196,38 @@ def _register_ablation_commands() -> None:
         click.echo(f"ran {ablation_worker(storage, study_name)} tasks")
 
 
+def _register_tune_commands() -> None:
+    from ecgtl.stages.tune import TuneConfig
+
+    def run_tune(config):
+        from ecgtl.stages.tune import tune
+
+        summary = tune(config)
+        final = summary.get("final")
+        click.echo(f"trials {summary['counts']}; best val macro AUC {summary.get('best_value', float('nan')):.4f}"
+                   + (f"; challenger {final.model_uri} (test macro AUC {final.metrics['test_macro_auc']:.4f})"
+                      if final else ""))
+
+    _stage_command_with(cli, "tune", TuneConfig, run_tune,
+                        "Tune unfreezing schedule and learning rates with Optuna (validation macro AUC); the best "
+                        "configuration is trained again and registered as a challenger of ecgtl-finetuned.")
+
+    @cli.command("tune-worker", help="Join a running study (shared storage) from another machine.")
+    @click.option("--storage", required=True)
+    @click.option("--study-name", required=True)
+    def tune_worker_command(storage: str, study_name: str) -> None:
+        from ecgtl.stages.tune import tune_worker
+
+        click.echo(f"ran {tune_worker(storage, study_name)} trials")
+
+
+def _stage_command_with(group, name: str, config_class, run, help_text: str) -> None:
+    @group.command(name, help=help_text)
+    @_config_options(config_class)
+    def command(**options):
+        run(_config_from(config_class, options))
+
+
 def _register_stage_commands() -> None:
     from ecgtl.stages.evaluate import EvaluateConfig, evaluate
     from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
@@ -212,6 +244,51 @@ def _register_stage_commands() -> None:
     _stage_command("evaluate", EvaluateConfig, evaluate, False, "Evaluate any model URI on any dataset spec.")
     _stage_command("main", MainConfig, lambda c: main_stage(c)["fine-tuned"], False,
                    "pretrain -> finetune -> scratch -> comparison table, reusing finished steps.")
+
+
+@cli.command("predict")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", default="models:/ecgtl-finetuned@champion", show_default=True,
+              help="Any MLflow model URI of an ecgtl model.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def predict_command(path: Path, model_uri: str, as_json: bool) -> None:
+    """Probabilities and labels for the record(s) at PATH (a .hea file or a folder), at any sampling rate."""
+    from ecgtl.predict import predict
+
+    predictions = predict(path, model_uri)
+    click.echo(predictions.to_json() if as_json else predictions.render())
+
+
+@cli.command("dashboard")
+@click.option("--experiment", default=None, help="Default: $MLFLOW_EXPERIMENT_NAME, else ecgtl.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the site's pages.")
+@click.option("--no-log", is_flag=True, help="Do not log the site as artifacts of a dashboard run.")
+def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
+    """A static offline site of an experiment's runs (overview, classes, transfer, calibration, tuning, registry)."""
+    import os
+
+    from ecgtl.dashboard import dashboard
+    from ecgtl.tracking import DEFAULT_EXPERIMENT
+
+    pages = dashboard(out, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT, log=not no_log)
+    click.echo(f"wrote {len(pages)} pages to {out}: open {out / 'index.html'}")
+
+
+@cli.command("promote")
+@click.option("--model", default="ecgtl-finetuned", show_default=True, help="Registered model name.")
+@click.option("--challenger", default="challenger", show_default=True, help="Version number or alias.")
+@click.option("--margin", default=0.0, show_default=True, help="The gain's lower CI bound must exceed this.")
+@click.option("--ece-tolerance", default=0.01, show_default=True, help="How much worse ECE may be.")
+@click.option("--n-bootstrap", default=1000, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Only print the decision.")
+def promote_command(model: str, challenger: str, margin: float, ece_tolerance: float, n_bootstrap: int,
+                    dry_run: bool) -> None:
+    """Move `champion` to the challenger if it beats the champion on the same test records."""
+    from ecgtl.stages.promote import PromoteConfig, promote
+
+    decision = promote(PromoteConfig(model=model, challenger=challenger, margin=margin, ece_tolerance=ece_tolerance,
+                                     n_bootstrap=n_bootstrap, dry_run=dry_run))
+    click.echo(decision.describe() + (" (dry run: nothing changed)" if dry_run else ""))
 
 
 @cli.group(cls=_Group)
@@ -232,6 +309,7 @@ def models_list() -> None:
 
 _register_stage_commands()
 _register_ablation_commands()
+_register_tune_commands()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -91,3 +91,11 @@ class Predictor:
     def predict_proba(self, signals: np.ndarray) -> np.ndarray:
         logits = self.logits(signals)
         return self.calibrator.predict_proba(logits) if self.calibrator else expit(logits)
+
+    def predict(self, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities and labels [records, classes]; a label is on where the uncalibrated
+        probability reaches the class's F1 threshold chosen on validation (how the thresholds were fitted)."""
+        logits = self.logits(signals)
+        probabilities = self.calibrator.predict_proba(logits) if self.calibrator else expit(logits)
+        thresholds = np.asarray(self.info.thresholds if self.info.thresholds else [0.5] * len(self.info.classes))
+        return probabilities, expit(logits) >= thresholds[None, :]

@@ -10,14 +10,19 @@ import plotly.graph_objects as go
 from ecgtl.errors import EcgtlError
 
 
-def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl") -> str:
-    """One HTML page holding several figures, with plotly.js embedded once (about 4.7 MB)."""
+def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl", header: str = "", footer: str = "") -> str:
+    """One HTML page holding several figures, with plotly.js embedded once (about 4.7 MB); `header` and
+    `footer` are HTML placed around them (navigation, tables, notes)."""
     parts = [
         figure.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
         for i, figure in enumerate(figures)
     ]
     body = "\n".join(parts)
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>{body}</body></html>"
+    style = ("<style>body{font-family:sans-serif;margin:1.5em;color:#222} nav a{margin-right:1em} "
+             "table{border-collapse:collapse;margin:0.8em 0} td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right} th{background:#f3f3f3} .note{color:#555}</style>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{style}</head>"
+            f"<body>{header}{body}{footer}</body></html>")
 
 
 def save_figure(figure: go.Figure, path: str | Path, scale: float = 1.0) -> Path:

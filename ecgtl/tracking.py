@@ -34,6 +34,7 @@ from ecgtl.plotting import figures_to_html, save_figure
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "ecgtl"
 CHAMPION, CHALLENGER = "champion", "challenger"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PIP_REQUIREMENTS = ["torch>=2.2,<2.14", "numpy", "scipy", "pandas", "scikit-learn", "wfdb", "click", "plotly",
                     "filelock", "mlflow>=3.1,<3.18"]
 
@@ -95,7 +96,9 @@ def configure(experiment: str | None = None) -> None:
     initialise_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the experiment is already chosen
-        mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        chosen = mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        if EXPERIMENT_KIND_TAG not in chosen.tags:  # MLflow 3's UI then opens on the runs table, not GenAI views
+            mlflow.MlflowClient().set_experiment_tag(chosen.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
 
 def _raise_interrupted(signum, frame):  # noqa: ARG001
@@ -128,6 +131,8 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
         if resumed.data.tags.get(runs.CONFIG_HASH) != tags.get(runs.CONFIG_HASH):
             raise EcgtlError(f"run {run_id} was started with other parameters; resume it with the same ones")
     parent = mlflow.active_run()
+    if parent_run_id and parent is not None and parent.info.run_id == parent_run_id:
+        nested, parent_run_id = True, None  # the parent is active in this process: plain nesting
     experiment_id = parent.info.experiment_id if (nested and parent and run_id is None) else None
     start_tags = None
     if parent_run_id and run_id is None:
@@ -236,59 +241,41 @@ def load_predictions(run_id: str, name: str = "test") -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
 
 
-def _pyfunc_class():
+def log_model(bundle_dir: Path, input_example: np.ndarray, *, python_model, signature, metadata: dict) -> str:
+    """Log the bundle as a pyfunc LoggedModel of the active run, with the ecgtl package as its code (it loads
+    where ecgtl is not installed) and its own pip requirements; returns its model URI."""
+    import logging
     import warnings
 
     import mlflow.pyfunc
 
+    import ecgtl
+
     warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")  # numpy input on purpose
-
-    class EcgPyfuncModel(mlflow.pyfunc.PythonModel):
-        """Input: float32 signals [records, 12, samples] in mV at the model's fs. Output: calibrated
-        probabilities, one column per class."""
-
-        def load_context(self, context):
-            from ecgtl.inference import Predictor
-
-            self.predictor = Predictor(Path(context.artifacts["bundle"]))
-
-        def predict(self, context, model_input, params=None):  # noqa: ARG002
-            import pandas as pd
-
-            probabilities = self.predictor.predict_proba(np.asarray(model_input, dtype=np.float32))
-            return pd.DataFrame(probabilities, columns=self.predictor.info.classes)
-
-    return EcgPyfuncModel
-
-
-def log_model(bundle_dir: Path, input_example: np.ndarray) -> str:
-    """Log the bundle as a pyfunc LoggedModel of the active run; returns its model URI."""
-    import logging
-
-    import mlflow.pyfunc
-
     # MLflow warns that a Python object is pickled: that is how this model ships, so keep the log quiet.
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     level = pyfunc_logger.level
     pyfunc_logger.setLevel(logging.ERROR)
     try:
-        info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc_class()(),
-                                       artifacts={"bundle": str(bundle_dir)}, input_example=input_example,
-                                       pip_requirements=PIP_REQUIREMENTS)
+        info = mlflow.pyfunc.log_model(name="model", python_model=python_model, artifacts={"bundle": str(bundle_dir)},
+                                       input_example=input_example, signature=signature, metadata=metadata,
+                                       pip_requirements=PIP_REQUIREMENTS,
+                                       code_paths=[str(Path(ecgtl.__file__).parent)])
     finally:
         pyfunc_logger.setLevel(level)
     return info.model_uri
 
 
-def register(model_uri: str, name: str) -> int:
-    """Register a model version; `challenger` on it, `champion` too when it is the first. All or nothing."""
+def register(model_uri: str, name: str, champion_if_first: bool = True) -> int:
+    """Register a model version; `challenger` on it, `champion` too when no version holds it yet (unless
+    `champion_if_first` is off: then only the promotion gate makes champions). All or nothing."""
     import mlflow
 
     client = mlflow.MlflowClient()
     version = mlflow.register_model(model_uri, name)
     try:
         client.set_registered_model_alias(name, CHALLENGER, version.version)
-        if int(version.version) == 1 or not _has_alias(client, name, CHAMPION):
+        if champion_if_first and not _has_alias(client, name, CHAMPION):
             client.set_registered_model_alias(name, CHAMPION, version.version)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -362,3 +349,65 @@ def stage_runs(stages: tuple[str, ...] = ("pretrain", "finetune", "scratch")):
     frames = [mlflow.search_runs(filter_string=f"tags.`{runs.STAGE}` = '{stage}' and attributes.status = 'FINISHED'")
               for stage in stages]
     return pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------------------------ registry
+def model_versions(name: str) -> list:
+    """Every version of a registered model; an error naming the model when it has none or does not exist."""
+    import mlflow
+
+    try:
+        versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+    except Exception as exc:
+        if is_not_found(exc):
+            versions = []
+        else:
+            raise
+    if not versions:
+        raise EcgtlError(f"registered model {name!r} has no versions in {tracking_uri()}")
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+def version_by_alias(name: str, alias: str):
+    """The version an alias points to, or None (only a "not found" answer means none)."""
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def resolve_version(name: str, reference: str):
+    """A version by number or alias; an error when the alias points nowhere or the number does not exist."""
+    import mlflow
+
+    model_versions(name)
+    if str(reference).isdigit():
+        try:
+            return mlflow.MlflowClient().get_model_version(name, str(reference))
+        except Exception as exc:
+            if is_not_found(exc):
+                raise EcgtlError(f"{name} has no version {reference}") from None
+            raise
+    version = version_by_alias(name, reference)
+    if version is None:
+        raise EcgtlError(f"alias {reference!r} of {name} points to no version")
+    return version
+
+
+def move_alias(name: str, alias: str, version: int | str) -> None:
+    """Point an alias at a version: one registry update, so some version holds it at every moment."""
+    import mlflow
+
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def tag_version(name: str, version: int | str, tags: dict[str, str]) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))

@@ -58,6 +58,12 @@ class EcgModel(nn.Module):
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.log(p / (1 - p)))
 
+    def set_head_dropout(self, dropout: float) -> None:
+        """The head's dropout rates: `dropout / 2` after pooling, `dropout` before the output layer."""
+        layers = [m for m in self.head if isinstance(m, nn.Dropout)]
+        for layer, rate in zip(layers, (dropout / 2, dropout), strict=False):
+            layer.p = rate
+
     def replace_head(self, n_classes: int) -> None:
         """A freshly initialised head for another label set (transfer to a new task)."""
         self.head = concat_pool_head(self.n_features, n_classes)

@@ -176,7 +176,7 @@ def line_figure(aggregated: pd.DataFrame, axis: str, pretraining: pd.DataFrame) 
         colour = INIT_COLOURS.get(init, PALETTE[2])
         figure.add_trace(go.Scatter(x=list(line[axis]) + list(line[axis])[::-1],
                                     y=list(line["auc_ci_high"]) + list(line["auc_ci_low"])[::-1], fill="toself",
-                                    line=dict(width=0), fillcolor=_rgba(colour, 0.18), hoverinfo="skip",
+                                    mode="lines", line=dict(width=0), fillcolor=_rgba(colour, 0.18), hoverinfo="skip",
                                     showlegend=False))
         figure.add_trace(go.Scatter(x=line[axis], y=line["auc_mean"], mode="lines+markers", name=init,
                                     line=dict(color=colour), customdata=line["n_seeds"],
@@ -187,7 +187,7 @@ def line_figure(aggregated: pd.DataFrame, axis: str, pretraining: pd.DataFrame) 
             auc, low, high = reference["auc_mean"].mean(), reference["auc_ci_low"].mean(), reference["auc_ci_high"].mean()
             xs = sorted(part[axis].dropna().unique())
             figure.add_trace(go.Scatter(x=xs + xs[::-1], y=[high] * len(xs) + [low] * len(xs), fill="toself",
-                                        line=dict(width=0), fillcolor=_rgba(INIT_COLOURS["scratch"], 0.15),
+                                        mode="lines", line=dict(width=0), fillcolor=_rgba(INIT_COLOURS["scratch"], 0.15),
                                         hoverinfo="skip", showlegend=False))
             figure.add_trace(go.Scatter(x=xs, y=[auc] * len(xs), mode="lines", name="scratch (no source)",
                                         line=dict(color=INIT_COLOURS["scratch"], dash="dash")))
@@ -197,7 +197,8 @@ def line_figure(aggregated: pd.DataFrame, axis: str, pretraining: pd.DataFrame) 
                                     name="source (pretraining test set)", line=dict(color=PALETTE[2], dash="dot")))
     figure.update_layout(title=f"Test macro AUC vs {axis.replace('_', ' ')} (mean over seeds, 95% CI over seeds "
                          "and test records)", template="plotly_white", width=820, height=480,
-                         xaxis=dict(title=axis.replace("_", " "), type="log" if axis != "fs" else "linear"),
+                         xaxis=dict(title=axis.replace("_", " "), type="log" if axis != "fs" else "linear",
+                                    tickvals=sorted(part[axis].dropna().unique())),
                          yaxis=dict(title="test macro AUC"))
     return figure
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtl import runs, tracking
+from ecgtl import runs, serving, tracking
 from ecgtl.config import reuse_key
 from ecgtl.data.cache import PrepareConfig, PreparedData, prepare
 from ecgtl.data.dataset import valid_lengths
@@ -186,7 +186,10 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_bundle(Path(tmp) / "bundle", model, info)
         example = np.asarray(prepared.split("test").signals[:2], dtype=np.float32)
-        model_uri = tracking.log_model(bundle, example)
+        model_uri = tracking.log_model(bundle, example, python_model=serving.pyfunc_model(),
+                                       signature=serving.signature(pipeline.fs, info.classes),
+                                       metadata={"ecgtl_input": serving.input_description(pipeline.fs, info.classes),
+                                                 "ecgtl_pipeline": pipeline.describe()})
     tracking.set_tags({runs.MODEL_URI: model_uri})
     return model_uri
 
@@ -194,11 +197,11 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
 def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data: DataConfig, train_config: TrainConfig,
                 run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
-                on_epoch=None) -> StageResult:
+                on_epoch=None, champion_if_first: bool = True) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run."""
     pipeline = fit_pipeline(data, train_config, prepared, rows)
     fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head, on_epoch=on_epoch)
     report = report_step(score_step(model, pipeline, prepared), prepared, n_bootstrap, train_config.seed)
     model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
-    version = tracking.register(model_uri, registered_name) if registered_name else None
+    version = tracking.register(model_uri, registered_name, champion_if_first) if registered_name else None
     return StageResult(run_id, model_uri, version, report.metrics)

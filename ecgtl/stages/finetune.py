@@ -84,50 +84,69 @@ def _check_pipeline_matches(info, data: DataConfig, uri: str) -> None:
                          f"leads, {data.domain}, {data.fs:g} Hz: pretrain with the same fs, leads and domain")
 
 
+@dataclass
+class StartingPoint:
+    """Where a fine-tuning (or scratch) run starts: the model, whether its head is new, its history."""
+
+    model: object
+    architecture: str
+    new_head: bool
+    inherited: list
+    pretrained_uri: str
+    source: str
+
+
+def starting_point(config: FinetuneConfig, prepared, folder: Path,
+                   fallback_pretrain: PretrainConfig | None = None) -> StartingPoint:
+    """The initial model of a run: the pretrained bundle with a new head (or its own head, `head=reuse`, when
+    the classes agree), or a randomly initialised model (`init=scratch`). Seeds torch for the new parts."""
+    if config.init == "scratch":
+        torch.manual_seed(config.train.seed)
+        architecture = config.model or DEFAULT_SCRATCH_MODEL
+        model = create_model(architecture, len(prepared.classes), n_leads=len(parse_leads(config.data.leads)))
+        return StartingPoint(model, architecture, True, [], "", "none")
+    uri = config.pretrained
+    if not tracking.model_exists(uri):
+        if uri != DEFAULT_PRETRAINED:
+            raise EcgtlError(f"{uri}: no such model in {tracking.tracking_uri()}")
+        fallback = fallback_pretrain or default_fallback_pretrain(config)
+        print(f"{uri} does not exist yet: pretraining on {fallback.data.spec} first (nested run)", file=sys.stderr)
+        uri = pretrain(fallback, nested=True).model_uri
+    model, info = load_bundle(tracking.download_model(uri, folder))
+    if config.model and config.model != info.architecture:
+        raise EcgtlError(f"model={config.model} but {uri} is a {info.architecture}; "
+                         "leave model empty to fine-tune the pretrained architecture")
+    _check_pipeline_matches(info, config.data, uri)
+    torch.manual_seed(config.train.seed)  # a new head starts the same way in every run
+    new_head = config.head == "new" or list(info.classes) != list(prepared.classes)
+    if new_head:
+        model.replace_head(len(prepared.classes))
+    source = parse_spec(info.extra["spec"]).short_name if info.extra.get("spec") else "unknown"
+    return StartingPoint(model, info.architecture, new_head, [TrainingRecords.from_dict(t) for t in info.training],
+                         uri, source)
+
+
 def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str | None = None,
              register: bool = True, axes: dict | None = None, parent_run_id: str | None = None,
-             fallback_pretrain: PretrainConfig | None = None) -> StageResult:
+             fallback_pretrain: PretrainConfig | None = None, champion_if_first: bool = True) -> StageResult:
     """Fine-tune (or train from scratch) and log the model; register unless `register=False`."""
     config.validate()
     tracking.configure()
     stage = "finetune" if config.init == "pretrained" else "scratch"
     prepared, rows = load_data(config.data, config.train.seed)
     target = parse_spec(config.data.spec).short_name
-    architecture = config.model or DEFAULT_SCRATCH_MODEL
-    pretrained_uri = config.pretrained if config.init == "pretrained" else ""
-    new_head, inherited = True, []
     tags = stage_tags(stage, config.init, "none", target, config.data, config.train, config, axes)
-    name = run_name(stage, architecture, config.data, config.train.seed, axes)
+    name = run_name(stage, config.model or DEFAULT_SCRATCH_MODEL, config.data, config.train.seed, axes)
     with tempfile.TemporaryDirectory() as tmp, \
             tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
-                           parent_run_id=parent_run_id) as run_id:
+                               parent_run_id=parent_run_id) as run_id:
+        start = starting_point(config, prepared, Path(tmp), fallback_pretrain)
         if config.init == "pretrained":
-            if not tracking.model_exists(pretrained_uri):
-                if pretrained_uri != DEFAULT_PRETRAINED:
-                    raise EcgtlError(f"{pretrained_uri}: no such model in {tracking.tracking_uri()}")
-                fallback = fallback_pretrain or default_fallback_pretrain(config)
-                print(f"{pretrained_uri} does not exist yet: pretraining on {fallback.data.spec} first "
-                      "(nested run)", file=sys.stderr)
-                pretrained_uri = pretrain(fallback, nested=True).model_uri
-            model, info = load_bundle(tracking.download_model(pretrained_uri, Path(tmp)))
-            if config.model and config.model != info.architecture:
-                raise EcgtlError(f"model={config.model} but {pretrained_uri} is a {info.architecture}; "
-                                 "leave model empty to fine-tune the pretrained architecture")
-            _check_pipeline_matches(info, config.data, pretrained_uri)
-            torch.manual_seed(config.train.seed)  # a new head starts the same way in every run
-            new_head = config.head == "new" or list(info.classes) != list(prepared.classes)
-            if new_head:
-                model.replace_head(len(prepared.classes))
-            architecture = info.architecture
-            inherited = [TrainingRecords.from_dict(t) for t in info.training]
-            source = parse_spec(info.extra["spec"]).short_name if info.extra.get("spec") else "unknown"
-            tracking.set_tags({runs.SOURCE: source, runs.PRETRAINED_URI: pretrained_uri,
-                               runs.MLFLOW_RUN_NAME: run_name(stage, architecture, config.data, config.train.seed, axes)})
-        else:
-            torch.manual_seed(config.train.seed)
-            model = create_model(architecture, len(prepared.classes), n_leads=len(parse_leads(config.data.leads)))
-        return train_model(model, prepared, rows, config.data, config.train, run_id,
+            tracking.set_tags({runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,
+                               runs.MLFLOW_RUN_NAME: run_name(stage, start.architecture, config.data, config.train.seed,
+                                                              axes)})
+        return train_model(start.model, prepared, rows, config.data, config.train, run_id,
                            registered_name=REGISTERED[config.init] if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
-                           extra={"spec": config.data.spec, "pretrained": pretrained_uri}, new_head=new_head,
-                           inherited=inherited)
+                           extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},
+                           new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first)

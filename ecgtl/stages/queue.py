@@ -23,17 +23,19 @@ from ecgtl.errors import EcgtlError
 
 TASK_ATTR = "ecgtl.task"
 READY_ATTR = "ecgtl.ready"
-HEARTBEAT_S, GRACE_S = 10, 30
+HEARTBEAT_S, GRACE_S = 5, 20  # a dead worker's trial turns FAIL about 20 s after its last heartbeat
 
 
-def open_storage(url: str):
-    """An Optuna storage for `url` (RDB URL or journal file path); one clear error if it cannot be reached."""
+def open_storage(url: str, on_stale=None):
+    """An Optuna storage for `url` (RDB URL or journal file path); one clear error if it cannot be reached.
+    `on_stale(study, trial)` runs when a trial whose worker died is marked FAIL (RDB storages: heartbeat)."""
     import optuna
 
     try:
         if "://" in url:
             storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                                 engine_kwargs={"pool_pre_ping": True})
+                                                 engine_kwargs={"pool_pre_ping": True},
+                                                 heartbeat_stale_trial_callback=on_stale)
             storage.get_all_studies()  # connect now, not at the first trial
             return storage
         path = Path(url).expanduser()

@@ -46,7 +46,10 @@ class TrainConfig:
     aggregation: str = "max"
     schedule: str = "full"
     epochs_per_stage: int = 1
+    groups_per_stage: int = 1  # gradual: groups unfrozen per step
     decay: float = 1.0
+    head_lr_mult: float = 1.0
+    dropout: float = 0.5  # of the head (its first dropout is half of this), as fastai's head
     frozen_bn: str = "eval"
     patience: int = 0
     seed: int = 0
@@ -61,6 +64,8 @@ class TrainConfig:
             raise EcgtlError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.decay < 1:
             raise EcgtlError("epochs and batch_size must be positive, lr > 0 and decay >= 1")
+        if self.epochs_per_stage < 1 or self.groups_per_stage < 1 or self.head_lr_mult <= 0 or not 0 <= self.dropout < 1:
+            raise EcgtlError("epochs_per_stage and groups_per_stage must be >= 1, head_lr_mult > 0, dropout in [0, 1)")
         return self
 
 
@@ -128,7 +133,9 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     if len(rows) < 2:
         raise EcgtlError(f"the training split has {len(rows)} record(s); BatchNorm needs at least 2")
     steps_per_epoch = len(batch_bounds(len(rows), config.batch_size))
-    lrs = discriminative_lrs(config.lr, config.decay, len(groups))
+    if hasattr(model, "set_head_dropout"):
+        model.set_head_dropout(config.dropout)
+    lrs = discriminative_lrs(config.lr, config.decay, len(groups), config.head_lr_mult)
     optimizer = torch.optim.AdamW([{"params": list(module.parameters()), "lr": lr} for (_, module), lr in zip(groups, lrs, strict=True)],
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lrs, total_steps=config.epochs * steps_per_epoch,
@@ -149,7 +156,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
         torch.manual_seed(config.seed * 100_003 + epoch)
-        mask = trainable_mask(config.schedule, len(groups), epoch, config.epochs_per_stage)
+        mask = trainable_mask(config.schedule, len(groups), epoch, config.epochs_per_stage, config.groups_per_stage)
         n_trainable = apply_mask(groups, mask)
         model.train()
         if config.frozen_bn == "eval":

@@ -3,11 +3,12 @@
 One mechanism, several policies: a schedule says which layer groups are trainable at each epoch.
 - `full`: everything trainable from the start (also what training from scratch uses);
 - `two_stage`: the head alone for k epochs, then everything;
-- `gradual` (ULMFiT, Howard & Ruder 2018): the head, then one more group (from the top) every k epochs,
-  until everything is trainable;
+- `gradual` (ULMFiT, Howard & Ruder 2018): the head, then g more groups (from the top; g = 1 by default)
+  every k epochs, until everything is trainable;
 - `chain_thaw` (Felbo et al. 2017): the head alone, then each other group alone from the first, k epochs
   each, then everything.
-Discriminative learning rates (ULMFiT): group i gets lr / decay ** (distance from the head).
+Discriminative learning rates (ULMFiT): group i gets lr / decay ** (distance from the head); the head's lr can
+be multiplied further (`head_lr_mult`, 1 by default).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ecgtl.errors import EcgtlError
 SCHEDULES = ("full", "two_stage", "gradual", "chain_thaw")
 
 
-def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: int = 1) -> list[bool]:
+def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: int = 1,
+                   groups_per_stage: int = 1) -> list[bool]:
     """Which of `n_groups` groups (head last) train at `epoch` (0-based)."""
     if schedule not in SCHEDULES:
         raise EcgtlError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
@@ -31,7 +33,7 @@ def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: i
     if schedule == "two_stage":
         return everything if stage >= 1 else [False] * (n_groups - 1) + [True]
     if schedule == "gradual":
-        unfrozen = min(n_groups, stage + 1)
+        unfrozen = min(n_groups, 1 + stage * max(1, groups_per_stage))
         return [i >= n_groups - unfrozen for i in range(n_groups)]
     # chain_thaw: stage 0 the head, stages 1..n-1 each body group alone, then everything.
     if stage == 0:
@@ -41,8 +43,9 @@ def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: i
     return everything
 
 
-def schedule_timeline(schedule: str, n_groups: int, epochs: int, epochs_per_stage: int = 1) -> list[list[bool]]:
-    return [trainable_mask(schedule, n_groups, e, epochs_per_stage) for e in range(epochs)]
+def schedule_timeline(schedule: str, n_groups: int, epochs: int, epochs_per_stage: int = 1,
+                      groups_per_stage: int = 1) -> list[list[bool]]:
+    return [trainable_mask(schedule, n_groups, e, epochs_per_stage, groups_per_stage) for e in range(epochs)]
 
 
 def apply_mask(groups: list[tuple[str, nn.Module]], mask: list[bool]) -> int:
@@ -64,6 +67,8 @@ def freeze_batchnorm(groups: list[tuple[str, nn.Module]], mask: list[bool]) -> N
                     layer.eval()
 
 
-def discriminative_lrs(lr: float, decay: float, n_groups: int) -> list[float]:
-    """lr / decay ** (distance from the head): the head gets lr, the stem the smallest."""
-    return [lr / decay ** (n_groups - 1 - i) for i in range(n_groups)]
+def discriminative_lrs(lr: float, decay: float, n_groups: int, head_lr_mult: float = 1.0) -> list[float]:
+    """lr / decay ** (distance from the head): the head gets lr (times `head_lr_mult`), the stem the smallest."""
+    lrs = [lr / decay ** (n_groups - 1 - i) for i in range(n_groups)]
+    lrs[-1] *= head_lr_mult
+    return lrs

@@ -79,3 +79,12 @@ def test_frozen_batchnorm_can_keep_training(prepared_tiny):
     fit(model, train, val, config, InputPipeline(fs=prepared_tiny.fs, scaler=LeadScaler.fit(train.signals)), progress=False)
     assert not torch.equal(stem_mean, model.body["stem"][0][1].running_mean)
     assert all(not p.requires_grad for p in model.body["stem"].parameters())
+
+
+def test_gradual_can_unfreeze_several_groups_per_step():
+    assert schedule_timeline("gradual", 5, 4, epochs_per_stage=1, groups_per_stage=2) == [
+        [F, F, F, F, T], [F, F, T, T, T], [T, T, T, T, T], [T, T, T, T, T]]
+
+
+def test_head_learning_rate_multiplier():
+    np.testing.assert_allclose(discriminative_lrs(1e-2, 2.0, 3, head_lr_mult=5.0), [2.5e-3, 5e-3, 5e-2])

@@ -1,0 +1,93 @@
+"""The model as MLflow serves it: a pyfunc around the bundle's `Predictor`, shipped with the ecgtl package
+(`code_paths`), so it loads and serves where ecgtl is not installed.
+
+Input: float32 `[records, 12, samples]`, leads I, II, III, aVR, aVL, aVF, V1-V6, in mV, at the model's sampling
+rate; the optional param `fs` states another rate, and the records are then resampled to the model's. Output:
+calibrated probabilities, one column per class. Bad input (shape, lead count, dtype, non-finite values, an
+invalid `fs`, records shorter than one window) raises an `MlflowException` with INVALID_PARAMETER_VALUE, which
+`mlflow models serve` answers with HTTP 400 and the message, never 500 or a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+INPUT_NAME = "ecg_mv"
+
+
+def input_description(fs: float, classes: list[str]) -> str:
+    return (f"float32 [records, 12, samples]: leads I, II, III, aVR, aVL, aVF, V1-V6 in mV at {fs:g} Hz (or pass "
+            f"params fs=<rate> to have them resampled); returns calibrated probabilities of {', '.join(classes)}")
+
+
+def signature(fs: float, classes: list[str]):
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 12, -1), name=INPUT_NAME)]),
+        outputs=Schema([ColSpec("double", name) for name in classes]),
+        params=ParamSchema([ParamSpec("fs", "double", float(fs))]),
+    )
+
+
+def _bad_input(message: str):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: float) -> np.ndarray:
+    """The records as float32 [records, 12, samples] at the model's rate, or a 400-class error saying why."""
+    from ecgtl.data.cache import resample
+    from ecgtl.data.records import FS_RANGE
+
+    if isinstance(model_input, dict):
+        model_input = model_input.get(INPUT_NAME, next(iter(model_input.values()), None))
+    signals = np.asarray(model_input)
+    if signals.dtype.kind not in "fiu":
+        raise _bad_input(f"input dtype {signals.dtype} is not numeric: send float32 signals in mV")
+    if signals.ndim != 3 or signals.shape[1] != 12:
+        raise _bad_input(f"input shape {signals.shape}: expected [records, 12 leads, samples]")
+    if signals.shape[0] == 0:
+        raise _bad_input("no records")
+    if not np.isfinite(signals).all():
+        raise _bad_input("input holds NaN or infinite values")
+    rate = model_fs if fs is None else fs
+    try:
+        rate = float(rate)
+    except (TypeError, ValueError):
+        raise _bad_input(f"fs {fs!r} is not a number") from None
+    if not (np.isfinite(rate) and FS_RANGE[0] <= rate <= FS_RANGE[1]):
+        raise _bad_input(f"fs {rate:g} Hz is outside {FS_RANGE[0]:g}..{FS_RANGE[1]:g} Hz")
+    if signals.shape[-1] / rate < crop_s:
+        raise _bad_input(f"records of {signals.shape[-1]} samples at {rate:g} Hz are shorter than one "
+                         f"{crop_s:g} s window")
+    signals = signals.astype(np.float32, copy=False)
+    return signals if rate == model_fs else resample(signals, rate, model_fs)
+
+
+def pyfunc_model():
+    """A fresh `EcgPyfuncModel` (mlflow is imported only here)."""
+    import mlflow.pyfunc
+
+    class EcgPyfuncModel(mlflow.pyfunc.PythonModel):
+        """See the module docstring of `ecgtl.serving`."""
+
+        def load_context(self, context):
+            from ecgtl.inference import Predictor
+
+            self.predictor = Predictor(Path(context.artifacts["bundle"]))
+
+        def predict(self, context, model_input, params=None):  # noqa: ARG002
+            import pandas as pd
+
+            info = self.predictor.info
+            fs = (params or {}).get("fs")
+            signals = validated_signals(model_input, info.fs, fs, self.predictor.pipeline.crop_s)
+            return pd.DataFrame(self.predictor.predict_proba(signals), columns=info.classes)
+
+    return EcgPyfuncModel()

@@ -1,0 +1,160 @@
+"""The promotion gate: move `champion` to a challenger only if it is measurably better on the same records.
+
+1. The challenger (`--challenger`: a version number or alias, default the `challenger` alias) and the current
+   champion of one registered model. No champion yet: the challenger becomes champion. Refused with one line:
+   a model with no versions, an alias that points nowhere, a challenger whose classes, leads, sampling rate or
+   input domain differ from the champion's (their scores would not be comparable).
+2. Both are scored on the challenger's held-out test records: from the logged predictions when both runs
+   scored the same records, else by running the champion (and, if needed, the challenger) on the challenger's
+   test split again.
+3. Paired bootstrap of the macro AUC gain (challenger - champion) over those records. `champion` moves only if
+   the gain's lower 95% bound exceeds `margin` (default 0) and the challenger's ECE (after its stored
+   calibration) is not worse than the champion's by more than `ece_tolerance`.
+4. The decision, its numbers and reason become tags of the challenger version (`ecgtl.promotion.*`) and a
+   `promote` run; `dry_run` only prints. The alias is moved by one registry update after the tags are written,
+   so exactly one version holds `champion` at every moment, also if the command is killed midway.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecgtl import runs, tracking
+from ecgtl.config import flatten
+from ecgtl.data.dataset import valid_lengths
+from ecgtl.errors import EcgtlError
+from ecgtl.evaluation.calibration import calibration_summary, calibrator_from_dict
+from ecgtl.evaluation.metrics import paired_bootstrap
+from ecgtl.inference import load_bundle
+
+STAGE = "promote"
+CHAMPION = tracking.CHAMPION
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    model: str = "ecgtl-finetuned"
+    challenger: str = "challenger"  # a version number or an alias
+    margin: float = 0.0
+    ece_tolerance: float = 0.01
+    n_bootstrap: int = 1000
+    seed: int = 0
+    dry_run: bool = False
+
+
+@dataclass
+class Decision:
+    model: str
+    challenger: int
+    champion: int | None
+    promote: bool
+    reason: str
+    gain: float = float("nan")
+    gain_ci_low: float = float("nan")
+    gain_ci_high: float = float("nan")
+    ece_challenger: float = float("nan")
+    ece_champion: float = float("nan")
+    n_records: int = 0
+    scored_from: str = ""
+
+    def tags(self) -> dict[str, str]:
+        return {f"ecgtl.promotion.{key}": (f"{value:.6g}" if isinstance(value, float) else str(value))
+                for key, value in asdict(self).items() if key != "model"}
+
+    def describe(self) -> str:
+        verdict = "PROMOTE" if self.promote else "KEEP"
+        return f"{verdict} {self.model} v{self.challenger} (champion v{self.champion}): {self.reason}"
+
+
+def _comparable(challenger_info, champion_info) -> None:
+    a, b = challenger_info.input_pipeline(), champion_info.input_pipeline()
+    differences = [what for what, x, y in (("classes", list(challenger_info.classes), list(champion_info.classes)),
+                                           ("leads", a.leads, b.leads), ("sampling rate", a.fs, b.fs),
+                                           ("input domain", a.domain, b.domain)) if x != y]
+    if differences:
+        raise EcgtlError(f"the challenger was trained on other {' and '.join(differences)} than the champion; "
+                         "their scores are not comparable")
+
+
+def _test_scores(challenger, champion, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Labels and both models' logits on the challenger's test records."""
+    mine = tracking.load_predictions(challenger.run_id, "test")
+    theirs = tracking.load_predictions(champion.run_id, "test")
+    if list(mine["record_ids"]) == list(theirs["record_ids"]):
+        return mine["labels"], mine["logits"], theirs["logits"], "logged predictions"
+    from ecgtl.data.cache import PrepareConfig, prepare
+
+    model_a, info_a = load_bundle(tracking.download_model(f"models:/{challenger.name}/{challenger.version}", folder / "a"))
+    model_b, info_b = load_bundle(tracking.download_model(f"models:/{champion.name}/{champion.version}", folder / "b"))
+    trained = info_a.training[-1] if info_a.training else {}
+    spec = info_a.extra.get("spec") or trained.get("spec")
+    if not spec:
+        raise EcgtlError(f"{challenger.name} v{challenger.version}: its bundle does not say which data it was tested on")
+    prepared = prepare(PrepareConfig(spec=spec, fs=info_a.fs, label_set=info_a.label_set,
+                                     split_seed=int(trained.get("split_seed", 0))))
+    test = prepared.split("test")
+    lengths = valid_lengths(test)
+    return (test.labels, info_a.input_pipeline().predict_logits(model_a, test.signals, lengths),
+            info_b.input_pipeline().predict_logits(model_b, test.signals, lengths), f"re-inference on {spec}")
+
+
+def _ece(info, labels: np.ndarray, logits: np.ndarray) -> float:
+    from scipy.special import expit
+
+    probabilities = calibrator_from_dict(info.calibrator).predict_proba(logits) if info.calibrator else expit(logits)
+    return calibration_summary(labels, probabilities).ece
+
+
+def decide(config: PromoteConfig) -> Decision:
+    """The decision and its numbers, without changing anything."""
+    tracking.model_versions(config.model)
+    challenger = tracking.resolve_version(config.model, config.challenger)
+    champion = tracking.version_by_alias(config.model, CHAMPION)
+    number = int(challenger.version)
+    if champion is None:
+        return Decision(config.model, number, None, True, "no champion yet: the challenger becomes champion")
+    if int(champion.version) == number:
+        return Decision(config.model, number, number, False, "the challenger already is the champion")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _, info_a = load_bundle(tracking.download_model(f"models:/{config.model}/{number}", folder / "info_a"))
+        _, info_b = load_bundle(tracking.download_model(f"models:/{config.model}/{champion.version}", folder / "info_b"))
+        _comparable(info_a, info_b)
+        labels, logits_a, logits_b, source = _test_scores(challenger, champion, folder)
+    gain = paired_bootstrap(labels, logits_a, logits_b, n_resamples=config.n_bootstrap, seed=config.seed)
+    ece_a, ece_b = _ece(info_a, labels, logits_a), _ece(info_b, labels, logits_b)
+    better = gain.low > config.margin
+    calibrated = ece_a - ece_b <= config.ece_tolerance
+    if better and calibrated:
+        reason = (f"macro AUC gain {gain.observed:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}] has its lower bound above "
+                  f"the margin {config.margin:g}; ECE {ece_a:.4f} vs {ece_b:.4f} within tolerance {config.ece_tolerance:g}")
+    elif not better:
+        reason = (f"macro AUC gain {gain.observed:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]: the lower bound does not "
+                  f"exceed the margin {config.margin:g}")
+    else:
+        reason = (f"ECE {ece_a:.4f} is worse than the champion's {ece_b:.4f} by more than {config.ece_tolerance:g} "
+                  f"(AUC gain {gain.observed:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}] would have passed)")
+    return Decision(config.model, number, int(champion.version), better and calibrated, reason, gain.observed,
+                    gain.low, gain.high, ece_a, ece_b, len(labels), source)
+
+
+def promote(config: PromoteConfig) -> Decision:
+    tracking.configure()
+    decision = decide(config)
+    print(decision.describe(), file=sys.stderr)
+    if config.dry_run:
+        return decision
+    tags = {runs.STAGE: STAGE, "ecgtl.model": config.model, "ecgtl.decision": "promote" if decision.promote else "keep"}
+    with tracking.stage_run(f"promote-{config.model}-v{decision.challenger}", tags, flatten(config)):
+        tracking.log_epoch(0, {k: v for k, v in asdict(decision).items()
+                               if isinstance(v, float) and np.isfinite(v)})
+        tracking.set_tags({"ecgtl.reason": decision.reason[:4000]})
+        tracking.tag_version(config.model, decision.challenger, decision.tags())  # before the alias moves
+        if decision.promote:
+            tracking.move_alias(config.model, CHAMPION, decision.challenger)
+    return decision

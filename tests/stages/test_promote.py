@@ -1,0 +1,115 @@
+"""The promotion gate: first version, paired decision from logged predictions or by re-inference, dry run,
+refusals, tags and a promote run, and exactly one champion even when killed midway."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecgtl.errors import EcgtlError
+from ecgtl.stages.common import DataConfig
+from ecgtl.stages.finetune import FinetuneConfig, finetune
+from ecgtl.stages.pretrain import PretrainConfig, pretrain
+from ecgtl.stages.promote import PromoteConfig, decide, promote
+from ecgtl.training.loop import TrainConfig
+
+TARGET = "synthetic:g12ec?n=100&seed=7"
+
+
+def _finetune(**data_changes) -> FinetuneConfig:
+    return FinetuneConfig(data=DataConfig(spec=TARGET, **data_changes),
+                          train=TrainConfig(epochs=2, batch_size=32, schedule="gradual", decay=2.0), n_bootstrap=20)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("promote")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_EXPERIMENT_NAME", "promote-test")
+        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=100&seed=7"), model="xresnet1d18",
+                                train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20))
+        first = finetune(_finetune())  # v1: champion
+        second = finetune(_finetune(fraction=0.5))  # v2: challenger, same test records
+        yield {"client": mlflow.MlflowClient(tracking_uri=uri), "first": first, "second": second, "folder": folder}
+
+
+def _champions(client, name="ecgtl-finetuned"):
+    """Versions holding `champion` (search results do not carry aliases, so ask per version)."""
+    versions = [v.version for v in client.search_model_versions(f"name='{name}'")]
+    return sorted(str(v) for v in versions if "champion" in client.get_model_version(name, v).aliases)
+
+
+def test_decision_from_logged_predictions_and_dry_run(registry):
+    client = registry["client"]
+    runs_before = len(client.search_runs([client.get_experiment_by_name("promote-test").experiment_id], ""))
+    dry = promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=100, dry_run=True))
+    assert dry.promote and dry.scored_from == "logged predictions" and dry.champion == 1
+    assert _champions(client) == ["1"]  # a dry run changes nothing
+    assert len(client.search_runs([client.get_experiment_by_name("promote-test").experiment_id], "")) == runs_before
+    kept = promote(PromoteConfig(challenger="2", margin=1.0, n_bootstrap=100))  # no model gains a whole AUC unit
+    assert not kept.promote and "does not exceed the margin" in kept.reason and _champions(client) == ["1"]
+    tags = client.get_model_version("ecgtl-finetuned", "2").tags
+    assert tags["ecgtl.promotion.promote"] == "False" and "margin" in tags["ecgtl.promotion.reason"]
+    assert float(tags["ecgtl.promotion.gain_ci_low"]) <= float(tags["ecgtl.promotion.gain"])
+    gate = client.search_runs([client.get_experiment_by_name("promote-test").experiment_id],
+                              "tags.`ecgtl.stage` = 'promote'", order_by=["attributes.start_time DESC"])[0]
+    assert gate.data.tags["ecgtl.decision"] == "keep" and gate.info.status == "FINISHED"
+
+
+def test_killed_midway_leaves_exactly_one_champion(registry, monkeypatch):
+    from ecgtl import tracking
+
+    client = registry["client"]
+    real_move = tracking.move_alias
+
+    def killed_before(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "move_alias", killed_before)
+    with pytest.raises(KeyboardInterrupt):
+        promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
+    assert _champions(client) == ["1"]
+
+    def killed_after(*args, **kwargs):
+        real_move(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "move_alias", killed_after)
+    with pytest.raises(KeyboardInterrupt):
+        promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
+    assert _champions(client) == ["2"]
+    monkeypatch.setattr(tracking, "move_alias", real_move)
+    # Back to v1 through the gate itself, so later tests start from the same champion.
+    back = promote(PromoteConfig(challenger="1", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
+    assert back.promote and _champions(client) == ["1"]
+
+
+def test_other_test_records_are_scored_by_re_inference(registry):
+    other = finetune(FinetuneConfig(data=DataConfig(spec="synthetic:g12ec?n=100&seed=8"),
+                                    train=TrainConfig(epochs=1, batch_size=32, schedule="gradual", decay=2.0),
+                                    n_bootstrap=20))
+    decision = decide(PromoteConfig(challenger=str(other.version), n_bootstrap=50))
+    assert decision.scored_from == "re-inference on synthetic:g12ec?n=100&seed=8" and decision.n_records == 10
+
+
+def test_first_version_becomes_champion_and_refusals(registry):
+    from ecgtl import tracking
+
+    tracking.register(registry["first"].model_uri, "ecgtl-fresh", champion_if_first=False)
+    decision = promote(PromoteConfig(model="ecgtl-fresh", n_bootstrap=20))
+    assert decision.promote and decision.reason.startswith("no champion yet") and _champions(registry["client"], "ecgtl-fresh") == ["1"]
+    with pytest.raises(EcgtlError, match="'ecgtl-nothing' has no versions"):
+        promote(PromoteConfig(model="ecgtl-nothing"))
+    with pytest.raises(EcgtlError, match="alias 'nowhere' of ecgtl-finetuned points to no version"):
+        promote(PromoteConfig(challenger="nowhere"))
+    limbs = finetune(FinetuneConfig(data=DataConfig(spec=TARGET, leads="limb6"), init="scratch", model="xresnet1d18",
+                                    train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20), register=False)
+    tracking.register(limbs.model_uri, "ecgtl-finetuned", champion_if_first=False)
+    with pytest.raises(EcgtlError, match="other leads than the champion"):
+        promote(PromoteConfig(challenger="challenger"))
