@@ -168,7 +168,7 @@ def _stage_command(name: str, config_class, run, resumable: bool, help_text: str
 
 
 def _register_ablation_commands() -> None:
-    from ecgtl.stages.ablation import AXES, PRESET_NAMES, AblationConfig
+    from ecgtl.stages.configs import AXES, PRESET_NAMES, AblationConfig
 
     @cli.command("ablation", help=f"Run (or resume) an ablation grid: presets {', '.join(PRESET_NAMES)}; axes "
                  f"{', '.join(AXES)}. Finished cells are skipped on a re-run.")
@@ -197,7 +197,7 @@ def _register_ablation_commands() -> None:
 
 
 def _register_tune_commands() -> None:
-    from ecgtl.stages.tune import TuneConfig
+    from ecgtl.stages.configs import TuneConfig
 
     def run_tune(config):
         from ecgtl.stages.tune import tune
@@ -229,20 +229,43 @@ def _stage_command_with(group, name: str, config_class, run, help_text: str) -> 
 
 
 def _register_stage_commands() -> None:
-    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
-    from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
-    from ecgtl.stages.main import MainConfig
-    from ecgtl.stages.main import main as main_stage
-    from ecgtl.stages.pretrain import PretrainConfig, pretrain
+    """Options come from the config classes (light imports); each stage is imported when its command runs."""
+    from ecgtl.stages.configs import EvaluateConfig, FinetuneConfig, MainConfig, PretrainConfig
 
-    _stage_command("pretrain", PretrainConfig, lambda c, r: pretrain(c, resume_run_id=r), True,
+    def pretrain(config, resume):
+        from ecgtl.stages.pretrain import pretrain as run
+
+        return run(config, resume_run_id=resume)
+
+    def finetune(config, resume):
+        from ecgtl.stages.finetune import finetune as run
+
+        return run(config, resume_run_id=resume)
+
+    def scratch(config, resume):
+        from ecgtl.stages.finetune import finetune as run
+        from ecgtl.stages.finetune import scratch_config
+
+        return run(scratch_config(config), resume_run_id=resume)
+
+    def evaluate(config):
+        from ecgtl.stages.evaluate import evaluate as run
+
+        return run(config)
+
+    def main_stage(config):
+        from ecgtl.stages.main import main as run
+
+        return run(config)["fine-tuned"]
+
+    _stage_command("pretrain", PretrainConfig, pretrain, True,
                    "Pretrain on the source dataset and register ecgtl-pretrained.")
-    _stage_command("finetune", FinetuneConfig, lambda c, r: finetune(c, resume_run_id=r), True,
+    _stage_command("finetune", FinetuneConfig, finetune, True,
                    "Fine-tune a pretrained model on the target dataset and register ecgtl-finetuned.")
-    _stage_command("scratch", FinetuneConfig, lambda c, r: finetune(scratch_config(c), resume_run_id=r), True,
+    _stage_command("scratch", FinetuneConfig, scratch, True,
                    "Train the same model from scratch on the target (the baseline); registers ecgtl-scratch.")
     _stage_command("evaluate", EvaluateConfig, evaluate, False, "Evaluate any model URI on any dataset spec.")
-    _stage_command("main", MainConfig, lambda c: main_stage(c)["fine-tuned"], False,
+    _stage_command("main", MainConfig, main_stage, False,
                    "pretrain -> finetune -> scratch -> comparison table, reusing finished steps.")
 
 

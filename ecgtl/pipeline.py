@@ -14,7 +14,7 @@ what it was trained on; the model's input channels are `n_channels`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,42 +22,8 @@ import torch
 from torch import nn
 
 from ecgtl.data.dataset import LeadScaler, batch_bounds, sliding_windows, valid_lengths, window_starts
-from ecgtl.data.records import STANDARD_LEADS
 from ecgtl.errors import EcgtlError
-
-DOMAINS = ("time", "fft_abs", "fft_real", "fft_imag")
-AGGREGATIONS = ("max", "mean")
-LEAD_GROUPS: dict[str, tuple[str, ...]] = {
-    "all12": STANDARD_LEADS,
-    "limb6": STANDARD_LEADS[:6],
-    "precordial6": STANDARD_LEADS[6:],
-}
-_LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
-
-
-def parse_leads(text: str | Sequence[str]) -> tuple[str, ...]:
-    """`all12`, `limb6`, `precordial6`, or lead names (`I,II`, `V1`; any case) -> leads in standard order."""
-    if isinstance(text, str):
-        if text in LEAD_GROUPS:
-            return LEAD_GROUPS[text]
-        names = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
-    else:
-        names = list(text)
-    if not names:
-        raise EcgtlError(f"leads {text!r}: name a group ({', '.join(LEAD_GROUPS)}) or leads such as I,II,V1")
-    unknown = [name for name in names if name.upper() not in _LEAD_BY_UPPER]
-    if unknown:
-        raise EcgtlError(f"leads {text!r}: unknown lead(s) {', '.join(unknown)}; use {', '.join(STANDARD_LEADS)}")
-    chosen = {_LEAD_BY_UPPER[name.upper()] for name in names}
-    if len(chosen) != len(names):
-        raise EcgtlError(f"leads {text!r}: a lead is named twice")
-    return tuple(lead for lead in STANDARD_LEADS if lead in chosen)
-
-
-def leads_label(leads: Sequence[str]) -> str:
-    """The short name of a lead selection (`all12`, `limb6`, or `I,II`), for run names and tables."""
-    leads = tuple(leads)
-    return next((name for name, group in LEAD_GROUPS.items() if group == leads), ",".join(leads))
+from ecgtl.inputs import AGGREGATIONS, DOMAINS, STANDARD_LEADS, leads_label, parse_leads
 
 
 def to_domain(windows: np.ndarray, domain: str) -> np.ndarray:

@@ -180,6 +180,20 @@ def git_commit() -> str | None:
         return None
 
 
+def current_tag(key: str) -> str | None:
+    """A tag of the active run (None without one)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    return mlflow.get_run(run.info.run_id).data.tags.get(key) if run else None
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 

@@ -104,3 +104,15 @@ def test_inspect_and_prepare_survive_hostile_files(cinc_folder, tmp_path):
     strict = CliRunner().invoke(cli, ["data", "prepare", "--strict", f"cinc:{cinc_folder}", "--cache-dir",
                                       str(tmp_path / "strict")])
     assert strict.exit_code == 2 and "Traceback" not in strict.output
+
+
+def test_importing_the_cli_does_not_import_torch_pandas_or_the_stages():
+    """`ecgtl --help` must answer at once: options come from the config classes, stages load when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ecgtl.cli; heavy = [m for m in ('torch', 'pandas', 'sklearn', 'mlflow', 'optuna', 'plotly', "
+            "'scipy', 'ecgtl.stages.finetune', 'ecgtl.training.loop') if m in sys.modules]; print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert "--train.lr" in CliRunner().invoke(cli, ["finetune", "--help"]).output  # options still generated

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from ecgtl.errors import RecordError
+from ecgtl.inputs import STANDARD_LEADS
 
-STANDARD_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
-)
+__all__ = ["STANDARD_LEADS"]
+
 _LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
 # WFDB's default ADC gain when a header writes 0 (uncalibrated).
 _WFDB_DEFAULT_GAIN = 200.0

@@ -19,7 +19,6 @@ import pandas as pd
 
 from ecgtl.data.labels import LabelSet, get_label_set
 from ecgtl.data.spec import SPEC_KINDS, DatasetSpec, detect_layout, parse_spec
-from ecgtl.data.synthetic import materialise
 
 __all__ = ["SPEC_KINDS", "DatasetSpec", "RecordProblem", "RecordSource", "dataset_identity", "detect_layout",
            "fingerprint_of", "open_source", "parse_spec", "resolve_spec"]
@@ -78,6 +77,8 @@ def resolve_spec(spec: DatasetSpec | str) -> DatasetSpec:
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if spec.kind == "synthetic":
+        from ecgtl.data.synthetic import materialise  # scipy: only when a synthetic spec is used
+
         return materialise(spec)
     return spec
 

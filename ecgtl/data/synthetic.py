@@ -719,5 +719,8 @@ def materialise(spec: DatasetSpec) -> DatasetSpec:
     config = config_from_spec(spec)
     name = f"{config.like}-n{config.n}-seed{config.seed}-r{'_'.join(map(str, config.rates))}"
     name += ("" if config.noise else "-noiseless") + f"-v{GENERATOR_VERSION}"
-    folder = generate(config, cache_root() / "synthetic" / name)
+    from ecgtl import timing
+
+    with timing.phase("generation"):
+        folder = generate(config, cache_root() / "synthetic" / name)
     return DatasetSpec("ptbxl" if config.like == "ptbxl" else "cinc", str(folder))

@@ -40,77 +40,24 @@ from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.pipeline import DOMAINS, leads_label, parse_leads
 from ecgtl.stages.common import DataConfig, StageResult
+from ecgtl.stages.configs import (  # noqa: F401 (re-exported)
+    AXES,
+    AXIS_DEFAULTS,
+    FULL,
+    INITS,
+    PRESET_NAMES,
+    PRESETS,
+    QUICK,
+    SOURCE_AXES,
+    AblationConfig,
+    Sizing,
+)
 from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
 from ecgtl.stages.main import reuse_or_run
 from ecgtl.stages.pretrain import PretrainConfig, pretrain
 from ecgtl.training.loop import TrainConfig
 
-AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
-SOURCE_AXES = ("source_fraction", "fs", "domain", "leads")
-INITS = ("pretrained", "scratch")
-AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12"}
 STAGE = "ablation"
-
-PRESETS: dict[str, dict[str, tuple]] = {
-    "exp1-target-fraction": {"target_fraction": (1.0, 0.5, 0.25, 0.1, 0.05)},
-    "exp2-source-fraction": {"source_fraction": (1.0, 0.5, 0.25), "target_fraction": (0.1,)},
-    "exp3-sampling-rate": {"fs": (500.0, 250.0, 100.0, 50.0)},
-    "exp4-calibration": {"target_fraction": (1.0, 0.1)},
-    "exp5-frequency-domain": {"domain": DOMAINS},
-    "leads": {"leads": ("all12", "limb6", "precordial6", "I,II", "II", "V1")},
-}
-PRESET_NAMES = (*PRESETS, "all", "custom")
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """What a preset trains: data, model, epochs. `quick` is small enough for minutes on 2 cores."""
-
-    source: str
-    target: str
-    model: str
-    pretrain_epochs: int
-    finetune_epochs: int
-    batch_size: int
-    n_bootstrap: int
-
-
-FULL = Sizing("synthetic:ptbxl?n=3000&seed=0", "synthetic:g12ec?n=1500&seed=0", "xresnet1d50", 8, 10, 128, 1000)
-QUICK = Sizing("synthetic:ptbxl?n=800&seed=0", "synthetic:g12ec?n=500&seed=0", "xresnet1d18", 3, 4, 64, 200)
-
-
-@dataclass(frozen=True)
-class AblationConfig:
-    preset: str = "exp1-target-fraction"
-    # Axis overrides, `;`-separated: "target_fraction=1,0.5,0.1;seed=0,1,2" (the CLI's --axis, repeated).
-    axes: str = ""
-    grid_file: str = ""  # YAML: {axes: {name: [values]}}; replaces the preset's axes
-    quick: bool = False
-    seeds: int = 3  # seeds per cell unless a seed axis is given
-    source: str = ""  # empty: the sizing's source (synthetic PTB-XL)
-    target: str = ""
-    model: str = ""
-    pretrain_epochs: int = 0  # 0: the sizing's
-    finetune_epochs: int = 0
-    n_bootstrap: int = 0
-    jobs: int = 1
-    storage: str = ""  # Optuna storage URL shared by workers on several machines
-    study_name: str = ""
-
-    def validate(self) -> AblationConfig:
-        if self.preset not in PRESET_NAMES:
-            raise EcgtlError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESET_NAMES)}")
-        if self.jobs < 1 or self.seeds < 1:
-            raise EcgtlError("jobs and seeds must be at least 1")
-        if self.storage and not self.study_name:
-            raise EcgtlError("a shared storage needs a study_name that the other workers use too")
-        return self
-
-    def sizing(self) -> Sizing:
-        base = QUICK if self.quick else FULL
-        return Sizing(self.source or base.source, self.target or base.target, self.model or base.model,
-                      self.pretrain_epochs or base.pretrain_epochs, self.finetune_epochs or base.finetune_epochs,
-                      base.batch_size, self.n_bootstrap or base.n_bootstrap)
 
 
 # ------------------------------------------------------------------------------------------------ the grid

@@ -22,48 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtl import runs, serving, tracking
+from ecgtl import runs, serving, timing, tracking
 from ecgtl.config import reuse_key
-from ecgtl.data.cache import PrepareConfig, PreparedData, prepare
+from ecgtl.data.cache import PreparedData, prepare
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
 from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.sources import dataset_identity, parse_spec
 from ecgtl.data.splits import fraction_indices
-from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
 from ecgtl.models import EcgModel, count_parameters
 from ecgtl.paths import cache_root
-from ecgtl.pipeline import DOMAINS, InputPipeline, leads_label, parse_leads
+from ecgtl.pipeline import InputPipeline, leads_label, parse_leads
+from ecgtl.stages.configs import DEFAULT_SOURCE, DEFAULT_TARGET, DataConfig  # noqa: F401 (re-exported)
 from ecgtl.training.loop import EpochResult, FitResult, TrainConfig, fit
-
-DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
-DEFAULT_TARGET = "synthetic:g12ec?n=1500&seed=0"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    spec: str = DEFAULT_TARGET
-    fs: float = 100.0
-    length_s: float = 10.0
-    label_set: str = "shared18"
-    split_seed: int = 0
-    fraction: float = 1.0
-    leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
-    domain: str = "time"  # time, fft_abs, fft_real, fft_imag
-
-    def validate(self) -> DataConfig:
-        parse_leads(self.leads)
-        if self.domain not in DOMAINS:
-            raise EcgtlError(f"data.domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
-        if not 0 < self.fraction <= 1:
-            raise EcgtlError(f"data.fraction must lie in (0, 1], got {self.fraction}")
-        return self
-
-    def prepare_config(self) -> PrepareConfig:
-        return PrepareConfig(spec=self.spec, fs=self.fs, length_s=self.length_s, label_set=self.label_set,
-                             split_seed=self.split_seed)
 
 
 @dataclass
@@ -89,7 +62,8 @@ class Scores:
 
 def load_data(config: DataConfig, seed: int) -> tuple[PreparedData, np.ndarray]:
     """The prepared cache and the training rows of the seeded, stratified, nested `fraction`."""
-    prepared = prepare(config.validate().prepare_config())
+    with timing.phase("prepare"):
+        prepared = prepare(config.validate().prepare_config())
     train = prepared.split("train")
     return prepared, fraction_indices(train.labels, config.fraction, seed)
 
@@ -159,13 +133,15 @@ def score_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData)
 
 def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: int) -> EvaluationReport:
     """Evaluate on test (calibration fitted on val), print the summary, log report and logits to the run."""
-    report = evaluate_predictions(scores.val_labels, scores.val_logits, scores.test_labels, scores.test_logits,
-                                  prepared.classes, n_bootstrap=n_bootstrap, seed=seed,
-                                  class_codes=snomed_codes_of(prepared.manifest["config"]["label_set"]))
+    with timing.phase("evaluation"):
+        report = evaluate_predictions(scores.val_labels, scores.val_logits, scores.test_labels, scores.test_logits,
+                                      prepared.classes, n_bootstrap=n_bootstrap, seed=seed,
+                                      class_codes=snomed_codes_of(prepared.manifest["config"]["label_set"]))
     print(report.summary(), file=sys.stderr)
-    tracking.log_evaluation_report(report)
-    tracking.log_predictions("test", scores.test_ids, scores.test_labels, scores.test_logits)
-    tracking.log_predictions("val", scores.val_ids, scores.val_labels, scores.val_logits)
+    with timing.phase("logging"):
+        tracking.log_evaluation_report(report)
+        tracking.log_predictions("test", scores.test_ids, scores.test_labels, scores.test_logits)
+        tracking.log_predictions("val", scores.val_ids, scores.val_labels, scores.val_logits)
     return report
 
 
@@ -199,9 +175,15 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
                 on_epoch=None, champion_if_first: bool = True) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run."""
-    pipeline = fit_pipeline(data, train_config, prepared, rows)
-    fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head, on_epoch=on_epoch)
-    report = report_step(score_step(model, pipeline, prepared), prepared, n_bootstrap, train_config.seed)
-    model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
-    version = tracking.register(model_uri, registered_name, champion_if_first) if registered_name else None
+    stage = tracking.current_tag(runs.STAGE) or "finetune"
+    with timing.phase(stage):
+        pipeline = fit_pipeline(data, train_config, prepared, rows)
+        fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
+                 on_epoch=on_epoch)
+    with timing.phase("evaluation"):
+        scores = score_step(model, pipeline, prepared)
+    report = report_step(scores, prepared, n_bootstrap, train_config.seed)
+    with timing.phase("logging"):
+        model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
+        version = tracking.register(model_uri, registered_name, champion_if_first) if registered_name else None
     return StageResult(run_id, model_uri, version, report.metrics)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +32,8 @@ from ecgtl.data.splits import fraction_indices
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
-from ecgtl.stages.common import DEFAULT_TARGET, StageResult
-
-SPLIT_CHOICES = ("test", "val", "all")
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    model_uri: str = "models:/ecgtl-finetuned@champion"
-    spec: str = DEFAULT_TARGET
-    split: str = "test"
-    split_seed: int = 0
-    n_bootstrap: int = 1000
-    challenge_weights: str = ""
-    calibration_fraction: float = 0.0
-    strict: bool = False
-    seed: int = 0
-
-    def validate(self) -> EvaluateConfig:
-        if self.split not in SPLIT_CHOICES:
-            raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
-        if not 0 <= self.calibration_fraction < 1:
-            raise EcgtlError(f"calibration_fraction must lie in [0, 1), got {self.calibration_fraction}")
-        return self
+from ecgtl.stages.common import StageResult
+from ecgtl.stages.configs import SPLIT_CHOICES, EvaluateConfig  # noqa: F401 (re-exported)
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:

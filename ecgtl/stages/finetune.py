@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from ecgtl import runs, tracking
+from ecgtl import runs, timing, tracking
 from ecgtl.config import flatten
 from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.sources import parse_spec
@@ -24,7 +24,6 @@ from ecgtl.inference import load_bundle
 from ecgtl.models import create_model
 from ecgtl.pipeline import leads_label, parse_leads
 from ecgtl.stages.common import (
-    DEFAULT_TARGET,
     DataConfig,
     StageResult,
     load_data,
@@ -32,35 +31,8 @@ from ecgtl.stages.common import (
     stage_tags,
     train_model,
 )
-from ecgtl.stages.pretrain import REGISTERED_PRETRAINED, PretrainConfig, pretrain
-from ecgtl.training.loop import TrainConfig
-
-DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
-REGISTERED = {"pretrained": "ecgtl-finetuned", "scratch": "ecgtl-scratch"}
-DEFAULT_SCRATCH_MODEL = "xresnet1d50"
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_TARGET))
-    init: str = "pretrained"
-    pretrained: str = DEFAULT_PRETRAINED
-    # Architecture. init=pretrained: the pretrained model's (empty = take it; another name is an error);
-    # init=scratch: empty means xresnet1d50.
-    model: str = ""
-    head: str = "new"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, lr=1e-2, schedule="gradual", epochs_per_stage=1, decay=2.6))
-    n_bootstrap: int = 1000
-
-    def validate(self) -> FinetuneConfig:
-        if self.init not in REGISTERED:
-            raise EcgtlError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
-        if self.head not in ("new", "reuse"):
-            raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
-        self.data.validate()
-        self.train.validate()
-        return self
+from ecgtl.stages.configs import DEFAULT_PRETRAINED, DEFAULT_SCRATCH_MODEL, REGISTERED, FinetuneConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.pretrain import PretrainConfig, pretrain
 
 
 def scratch_config(config: FinetuneConfig) -> FinetuneConfig:
@@ -132,6 +104,8 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
     """Fine-tune (or train from scratch) and log the model; register unless `register=False`."""
     config.validate()
     tracking.configure()
+    if not nested and parent_run_id is None:
+        timing.reset()
     stage = "finetune" if config.init == "pretrained" else "scratch"
     prepared, rows = load_data(config.data, config.train.seed)
     target = parse_spec(config.data.spec).short_name
@@ -145,8 +119,18 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
             tracking.set_tags({runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,
                                runs.MLFLOW_RUN_NAME: run_name(stage, start.architecture, config.data, config.train.seed,
                                                               axes)})
-        return train_model(start.model, prepared, rows, config.data, config.train, run_id,
-                           registered_name=REGISTERED[config.init] if register else None,
-                           n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
-                           extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},
-                           new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first)
+        result = train_model(start.model, prepared, rows, config.data, config.train, run_id,
+                             registered_name=REGISTERED[config.init] if register else None,
+                             n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
+                             extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},
+                             new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first)
+        if not nested and parent_run_id is None:
+            report_timing()
+        return result
+
+
+def report_timing() -> None:
+    """The per-phase timing table: printed, and logged to the active run as `timing.txt`."""
+    text = timing.table()
+    print(text, file=sys.stderr)
+    tracking.log_text(text + "\n", "timing.txt")

@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from ecgtl import runs, tracking
+from ecgtl import runs, timing, tracking
 from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import PairedDifference, paired_bootstrap
 from ecgtl.plotting import save_figure
 from ecgtl.stages.common import StageResult
-from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
-from ecgtl.stages.pretrain import PretrainConfig, pretrain
-
-
-@dataclass(frozen=True)
-class MainConfig:
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    n_bootstrap: int = 1000
+from ecgtl.stages.configs import MainConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.finetune import finetune, report_timing, scratch_config
+from ecgtl.stages.pretrain import pretrain
 
 
 def reuse_or_run(stage: str, config, run) -> StageResult:
@@ -57,6 +51,7 @@ def comparison_table(results: dict[str, StageResult]) -> pd.DataFrame:
 
 def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
     tracking.configure()
+    timing.reset()
     target = parse_spec(config.finetune.data.spec).short_name
     source_data, target_data = config.pretrain.data, config.finetune.data
     if (source_data.fs, source_data.leads, source_data.domain) != (target_data.fs, target_data.leads, target_data.domain):
@@ -93,6 +88,7 @@ def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
             figure.update_layout(title=f"Transfer to {target}: paired p = {difference.p_value:.4f}", width=1100)
             save_figure(figure, Path(tmp) / "comparison.html")
             tracking.log_artifacts(tmp, "comparison")
+        report_timing()
     return {**results, "difference": difference}
 
 

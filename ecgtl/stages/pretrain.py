@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from ecgtl import tracking
@@ -12,25 +10,13 @@ from ecgtl.data.sources import parse_spec
 from ecgtl.models import create_model
 from ecgtl.pipeline import parse_leads
 from ecgtl.stages.common import (
-    DEFAULT_SOURCE,
-    DataConfig,
     StageResult,
     load_data,
     run_name,
     stage_tags,
     train_model,
 )
-from ecgtl.training.loop import TrainConfig
-
-REGISTERED_PRETRAINED = "ecgtl-pretrained"
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
-    model: str = "xresnet1d50"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-2))
-    n_bootstrap: int = 1000
+from ecgtl.stages.configs import REGISTERED_PRETRAINED, PretrainConfig  # noqa: F401 (re-exported)
 
 
 def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str | None = None,

@@ -31,20 +31,10 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.calibration import calibration_summary, calibrator_from_dict
 from ecgtl.evaluation.metrics import paired_bootstrap
 from ecgtl.inference import load_bundle
+from ecgtl.stages.configs import PromoteConfig  # noqa: F401 (re-exported)
 
 STAGE = "promote"
 CHAMPION = tracking.CHAMPION
-
-
-@dataclass(frozen=True)
-class PromoteConfig:
-    model: str = "ecgtl-finetuned"
-    challenger: str = "challenger"  # a version number or an alias
-    margin: float = 0.0
-    ece_tolerance: float = 0.01
-    n_bootstrap: int = 1000
-    seed: int = 0
-    dry_run: bool = False
 
 
 @dataclass

@@ -32,7 +32,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,30 +42,13 @@ from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.stages.common import fit_pipeline, fit_step, load_data
-from ecgtl.stages.finetune import FinetuneConfig, finetune, starting_point
+from ecgtl.stages.configs import PRUNERS, SearchSpace, TuneConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.finetune import finetune, starting_point
 from ecgtl.training.unfreeze import SCHEDULES
 
 STAGE, TRIAL_STAGE = "tune", "trial"
 TRIAL_STATE = "ecgtl.trial_state"
-PRUNERS = ("hyperband", "median", "none")
 SPACE_ATTR = "ecgtl.space"
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Ranges as text: `low,high` for numbers (log scale where noted), comma lists for choices; one value fixes."""
-
-    schedules: str = "full,two_stage,gradual,chain_thaw"
-    lr: str = "1e-4,3e-2"  # log
-    decay: str = "1,4"
-    head_lr_mult: str = "1,10"  # log
-    weight_decay: str = "1e-4,1e-1"  # log
-    dropout: str = "0.1,0.7"
-    batch_size: str = "32,64,128"
-    frozen_bn: str = "eval,train"
-    head_epochs: str = "1,3"  # two_stage
-    epochs_per_stage: str = "1,3"  # gradual, chain_thaw
-    groups_per_stage: str = "1,2"  # gradual
 
 
 _FLOAT_RANGES = {"lr": True, "decay": False, "head_lr_mult": True, "weight_decay": True, "dropout": False}
@@ -170,37 +153,6 @@ def suggest(trial, space: ParsedSpace) -> dict:
     if schedule == "full":
         params["decay"] = 1.0 if space.floats["decay"][0] <= 1.0 else params["decay"]
     return params
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    space: SearchSpace = field(default_factory=SearchSpace)
-    space_file: str = ""
-    n_trials: int = 20
-    timeout: float = 0.0  # seconds for this invocation; 0: no limit
-    study_name: str = ""  # default: tune-<target>-<key of the base config>
-    storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
-    workers: int = 1
-    pruner: str = "hyperband"
-    sampler_seed: int = 0
-    final: bool = True  # train the best configuration again, report on test, register a challenger
-
-    def validate(self) -> TuneConfig:
-        if self.pruner not in PRUNERS:
-            raise EcgtlError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.n_trials < 1 or self.workers < 1 or self.timeout < 0:
-            raise EcgtlError("n_trials and workers must be at least 1 and timeout >= 0")
-        if self.finetune.init != "pretrained":
-            raise EcgtlError("tune fine-tunes a pretrained model: finetune.init must be 'pretrained'")
-        self.finetune.validate()
-        return self
-
-    def search_space(self) -> ParsedSpace:
-        return parse_space(load_space_file(self.space_file, self.space) if self.space_file else self.space)
-
-    def default_study_name(self) -> str:
-        return f"tune-{parse_spec(self.finetune.data.spec).short_name}-{reuse_key(self.finetune)}"
 
 
 def default_storage() -> str:

@@ -16,8 +16,10 @@ from __future__ import annotations
 from torch import nn
 
 from ecgtl.errors import EcgtlError
+from ecgtl.training.config import SCHEDULES
 
-SCHEDULES = ("full", "two_stage", "gradual", "chain_thaw")
+__all__ = ["SCHEDULES"]
+
 
 
 def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: int = 1,

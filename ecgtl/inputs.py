@@ -1,0 +1,45 @@
+"""The input vocabulary, free of heavy imports (the CLI builds its options from it): lead names and groups,
+input domains, window aggregations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ecgtl.errors import EcgtlError
+
+STANDARD_LEADS: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)
+DOMAINS = ("time", "fft_abs", "fft_real", "fft_imag")
+AGGREGATIONS = ("max", "mean")
+LEAD_GROUPS: dict[str, tuple[str, ...]] = {
+    "all12": STANDARD_LEADS,
+    "limb6": STANDARD_LEADS[:6],
+    "precordial6": STANDARD_LEADS[6:],
+}
+_LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
+
+
+def parse_leads(text: str | Sequence[str]) -> tuple[str, ...]:
+    """`all12`, `limb6`, `precordial6`, or lead names (`I,II`, `V1`; any case) -> leads in standard order."""
+    if isinstance(text, str):
+        if text in LEAD_GROUPS:
+            return LEAD_GROUPS[text]
+        names = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    else:
+        names = list(text)
+    if not names:
+        raise EcgtlError(f"leads {text!r}: name a group ({', '.join(LEAD_GROUPS)}) or leads such as I,II,V1")
+    unknown = [name for name in names if name.upper() not in _LEAD_BY_UPPER]
+    if unknown:
+        raise EcgtlError(f"leads {text!r}: unknown lead(s) {', '.join(unknown)}; use {', '.join(STANDARD_LEADS)}")
+    chosen = {_LEAD_BY_UPPER[name.upper()] for name in names}
+    if len(chosen) != len(names):
+        raise EcgtlError(f"leads {text!r}: a lead is named twice")
+    return tuple(lead for lead in STANDARD_LEADS if lead in chosen)
+
+
+def leads_label(leads: Sequence[str]) -> str:
+    """The short name of a lead selection (`all12`, `limb6`, or `I,II`), for run names and tables."""
+    leads = tuple(leads)
+    return next((name for name, group in LEAD_GROUPS.items() if group == leads), ",".join(leads))

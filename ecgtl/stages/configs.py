@@ -1,0 +1,243 @@
+"""Every stage's config: frozen dataclasses free of heavy imports, so that the CLI and MLproject options are
+generated from them without importing torch, pandas or the stages. Flattened with dots they are the MLflow params
+and CLI options; `config.reuse_key` hashes what determines a result. The stage modules re-export them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ecgtl.config import reuse_key
+from ecgtl.data.spec import parse_spec
+from ecgtl.errors import EcgtlError
+from ecgtl.inputs import DOMAINS, parse_leads
+from ecgtl.training.config import TrainConfig
+
+DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
+DEFAULT_TARGET = "synthetic:g12ec?n=1500&seed=0"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    spec: str = DEFAULT_TARGET
+    fs: float = 100.0
+    length_s: float = 10.0
+    label_set: str = "shared18"
+    split_seed: int = 0
+    fraction: float = 1.0
+    leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
+    domain: str = "time"  # time, fft_abs, fft_real, fft_imag
+
+    def validate(self) -> DataConfig:
+        parse_leads(self.leads)
+        if self.domain not in DOMAINS:
+            raise EcgtlError(f"data.domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
+        if not 0 < self.fraction <= 1:
+            raise EcgtlError(f"data.fraction must lie in (0, 1], got {self.fraction}")
+        return self
+
+    def prepare_config(self):
+        from ecgtl.data.cache import PrepareConfig
+
+        return PrepareConfig(spec=self.spec, fs=self.fs, length_s=self.length_s, label_set=self.label_set,
+                             split_seed=self.split_seed)
+
+
+REGISTERED_PRETRAINED = "ecgtl-pretrained"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
+    model: str = "xresnet1d50"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-2))
+    n_bootstrap: int = 1000
+
+
+DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
+REGISTERED = {"pretrained": "ecgtl-finetuned", "scratch": "ecgtl-scratch"}
+DEFAULT_SCRATCH_MODEL = "xresnet1d50"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_TARGET))
+    init: str = "pretrained"
+    pretrained: str = DEFAULT_PRETRAINED
+    # Architecture. init=pretrained: the pretrained model's (empty = take it; another name is an error);
+    # init=scratch: empty means xresnet1d50.
+    model: str = ""
+    head: str = "new"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, lr=1e-2, schedule="gradual", epochs_per_stage=1, decay=2.6))
+    n_bootstrap: int = 1000
+
+    def validate(self) -> FinetuneConfig:
+        if self.init not in REGISTERED:
+            raise EcgtlError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
+        if self.head not in ("new", "reuse"):
+            raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
+        self.data.validate()
+        self.train.validate()
+        return self
+
+
+SPLIT_CHOICES = ("test", "val", "all")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    model_uri: str = "models:/ecgtl-finetuned@champion"
+    spec: str = DEFAULT_TARGET
+    split: str = "test"
+    split_seed: int = 0
+    n_bootstrap: int = 1000
+    challenge_weights: str = ""
+    calibration_fraction: float = 0.0
+    strict: bool = False
+    seed: int = 0
+
+    def validate(self) -> EvaluateConfig:
+        if self.split not in SPLIT_CHOICES:
+            raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
+        if not 0 <= self.calibration_fraction < 1:
+            raise EcgtlError(f"calibration_fraction must lie in [0, 1), got {self.calibration_fraction}")
+        return self
+
+
+@dataclass(frozen=True)
+class MainConfig:
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    n_bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    model: str = "ecgtl-finetuned"
+    challenger: str = "challenger"  # a version number or an alias
+    margin: float = 0.0
+    ece_tolerance: float = 0.01
+    n_bootstrap: int = 1000
+    seed: int = 0
+    dry_run: bool = False
+
+
+AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
+SOURCE_AXES = ("source_fraction", "fs", "domain", "leads")
+INITS = ("pretrained", "scratch")
+AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12"}
+
+PRESETS: dict[str, dict[str, tuple]] = {
+    "exp1-target-fraction": {"target_fraction": (1.0, 0.5, 0.25, 0.1, 0.05)},
+    "exp2-source-fraction": {"source_fraction": (1.0, 0.5, 0.25), "target_fraction": (0.1,)},
+    "exp3-sampling-rate": {"fs": (500.0, 250.0, 100.0, 50.0)},
+    "exp4-calibration": {"target_fraction": (1.0, 0.1)},
+    "exp5-frequency-domain": {"domain": DOMAINS},
+    "leads": {"leads": ("all12", "limb6", "precordial6", "I,II", "II", "V1")},
+}
+PRESET_NAMES = (*PRESETS, "all", "custom")
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What a preset trains: data, model, epochs. `quick` is small enough for minutes on 2 cores."""
+
+    source: str
+    target: str
+    model: str
+    pretrain_epochs: int
+    finetune_epochs: int
+    batch_size: int
+    n_bootstrap: int
+
+
+FULL = Sizing("synthetic:ptbxl?n=3000&seed=0", "synthetic:g12ec?n=1500&seed=0", "xresnet1d50", 8, 10, 128, 1000)
+QUICK = Sizing("synthetic:ptbxl?n=800&seed=0", "synthetic:g12ec?n=500&seed=0", "xresnet1d18", 3, 4, 64, 200)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    preset: str = "exp1-target-fraction"
+    # Axis overrides, `;`-separated: "target_fraction=1,0.5,0.1;seed=0,1,2" (the CLI's --axis, repeated).
+    axes: str = ""
+    grid_file: str = ""  # YAML: {axes: {name: [values]}}; replaces the preset's axes
+    quick: bool = False
+    seeds: int = 3  # seeds per cell unless a seed axis is given
+    source: str = ""  # empty: the sizing's source (synthetic PTB-XL)
+    target: str = ""
+    model: str = ""
+    pretrain_epochs: int = 0  # 0: the sizing's
+    finetune_epochs: int = 0
+    n_bootstrap: int = 0
+    jobs: int = 1
+    storage: str = ""  # Optuna storage URL shared by workers on several machines
+    study_name: str = ""
+
+    def validate(self) -> AblationConfig:
+        if self.preset not in PRESET_NAMES:
+            raise EcgtlError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESET_NAMES)}")
+        if self.jobs < 1 or self.seeds < 1:
+            raise EcgtlError("jobs and seeds must be at least 1")
+        if self.storage and not self.study_name:
+            raise EcgtlError("a shared storage needs a study_name that the other workers use too")
+        return self
+
+    def sizing(self) -> Sizing:
+        base = QUICK if self.quick else FULL
+        return Sizing(self.source or base.source, self.target or base.target, self.model or base.model,
+                      self.pretrain_epochs or base.pretrain_epochs, self.finetune_epochs or base.finetune_epochs,
+                      base.batch_size, self.n_bootstrap or base.n_bootstrap)
+
+
+PRUNERS = ("hyperband", "median", "none")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges as text: `low,high` for numbers (log scale where noted), comma lists for choices; one value fixes."""
+
+    schedules: str = "full,two_stage,gradual,chain_thaw"
+    lr: str = "1e-4,3e-2"  # log
+    decay: str = "1,4"
+    head_lr_mult: str = "1,10"  # log
+    weight_decay: str = "1e-4,1e-1"  # log
+    dropout: str = "0.1,0.7"
+    batch_size: str = "32,64,128"
+    frozen_bn: str = "eval,train"
+    head_epochs: str = "1,3"  # two_stage
+    epochs_per_stage: str = "1,3"  # gradual, chain_thaw
+    groups_per_stage: str = "1,2"  # gradual
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    space_file: str = ""
+    n_trials: int = 20
+    timeout: float = 0.0  # seconds for this invocation; 0: no limit
+    study_name: str = ""  # default: tune-<target>-<key of the base config>
+    storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
+    workers: int = 1
+    pruner: str = "hyperband"
+    sampler_seed: int = 0
+    final: bool = True  # train the best configuration again, report on test, register a challenger
+
+    def validate(self) -> TuneConfig:
+        if self.pruner not in PRUNERS:
+            raise EcgtlError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.n_trials < 1 or self.workers < 1 or self.timeout < 0:
+            raise EcgtlError("n_trials and workers must be at least 1 and timeout >= 0")
+        if self.finetune.init != "pretrained":
+            raise EcgtlError("tune fine-tunes a pretrained model: finetune.init must be 'pretrained'")
+        self.finetune.validate()
+        return self
+
+    def search_space(self):
+        from ecgtl.stages.tune import load_space_file, parse_space
+
+        return parse_space(load_space_file(self.space_file, self.space) if self.space_file else self.space)
+
+    def default_study_name(self) -> str:
+        return f"tune-{parse_spec(self.finetune.data.spec).short_name}-{reuse_key(self.finetune)}"
