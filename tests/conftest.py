@@ -183,3 +183,28 @@ def postgres_database():
         for name in created:
             cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     connection.close()
+
+
+def use_mlflow_store(patch: pytest.MonkeyPatch, folder: Path, experiment: str, cache: bool = False) -> str:
+    """Point MLflow (and, with `cache`, ecgtl's cache) at a fresh store in `folder`; returns its URI.
+
+    Runs from `folder` (MLflow writes artifacts relative to it) and drops an inherited MLFLOW_RUN_ID.
+    """
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    patch.chdir(folder)
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    if cache:
+        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
+    patch.delenv("MLFLOW_RUN_ID", raising=False)
+    return uri
+
+
+def subprocess_env(mlflow_url: str, experiment: str, folder: Path) -> dict:
+    """The environment of an `ecgtl` subprocess on a given MLflow store, with its own cache and this checkout."""
+    import os
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_EXPERIMENT_NAME": experiment,
+           "ECGTL_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("MLFLOW_RUN_ID", None)
+    return env

@@ -292,7 +292,6 @@ def _worker_main(storage_url: str, study_name: str, parent_run_id: str, threads:
 
 
 def _run_on_queue(tasks: list[dict], config: AblationConfig, parent_run_id: str) -> list[CellOutcome]:
-    import multiprocessing
 
     from ecgtl.paths import cache_root
     from ecgtl.stages import queue
@@ -303,30 +302,9 @@ def _run_on_queue(tasks: list[dict], config: AblationConfig, parent_run_id: str)
     study = queue.create_queue(storage, study_name, tasks, {"ecgtl.parent_run_id": parent_run_id})
     parent_run_id = study.user_attrs.get("ecgtl.parent_run_id", parent_run_id)
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
-    context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_main, args=(storage_url, study_name, parent_run_id, threads))
-               for _ in range(config.jobs)]
-    for worker in workers:
-        worker.start()
-    try:
-        for worker in workers:
-            worker.join()
-        _wait_for_other_workers(study)
-    except BaseException:
-        for worker in workers:
-            worker.terminate()
-        raise
+    queue.run_processes(_worker_main, (storage_url, study_name, parent_run_id, threads), config.jobs,
+                        after=lambda: queue.wait_for_other_workers(study))
     return _outcomes_from_study(study, tasks)
-
-
-def _wait_for_other_workers(study, poll_s: float = 5.0) -> None:
-    """Workers on other machines may still run tasks; wait for them (a dead one's trial turns FAIL when its
-    heartbeat goes stale)."""
-    import optuna
-
-    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)):
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(poll_s)
 
 
 def _outcomes_from_study(study, tasks: list[dict]) -> list[CellOutcome]:

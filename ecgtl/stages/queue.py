@@ -23,7 +23,8 @@ from ecgtl.errors import EcgtlError
 
 TASK_ATTR = "ecgtl.task"
 READY_ATTR = "ecgtl.ready"
-HEARTBEAT_S, GRACE_S = 5, 20  # a dead worker's trial turns FAIL about 20 s after its last heartbeat
+HEARTBEAT_S, GRACE_S = 10, 60  # a dead worker's trial turns FAIL about a minute after its last heartbeat; a
+# busy but live worker must not miss it
 
 
 def open_storage(url: str, on_stale=None):
@@ -127,3 +128,33 @@ def work(study, run_task: Callable[[dict], float]) -> int:
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         ran += 1
     return ran
+
+
+def wait_for_other_workers(study, poll_s: float = 2.0) -> None:
+    """Trials may still run on other machines; wait for them. A dead worker's trial turns FAIL once its
+    heartbeat is stale (RDB storages), so this ends."""
+    import optuna
+
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(poll_s)
+
+
+def run_processes(target, args: tuple, count: int, after=None) -> None:
+    """Run `count` spawned worker processes of `target(*args)` and wait for them (and for `after()`, e.g. other
+    machines' trials); Ctrl-C or an error terminates them."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=target, args=args) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.join()
+        if after is not None:
+            after()
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        raise

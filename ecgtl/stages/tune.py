@@ -308,10 +308,10 @@ def _counts(study) -> dict[str, int]:
 
 def tune(config: TuneConfig) -> dict:
     """Run (or continue) a study with `workers` processes, then (by default) train the best config once more."""
-    import multiprocessing
 
     import optuna
 
+    from ecgtl.stages import queue
     from ecgtl.stages.finetune import DEFAULT_PRETRAINED
     from ecgtl.stages.queue import _redact
 
@@ -337,20 +337,9 @@ def tune(config: TuneConfig) -> dict:
         if config.workers == 1:
             _run_in_process(config, space, parent_run_id, total, study)
         else:
-            context = multiprocessing.get_context("spawn")
-            workers = [context.Process(target=_worker_main, args=(flatten(config), parent_run_id, total,
-                                                                   config.timeout, threads))
-                       for _ in range(config.workers)]
-            for worker in workers:
-                worker.start()
-            try:
-                for worker in workers:
-                    worker.join()
-            except BaseException:
-                for worker in workers:
-                    worker.terminate()
-                raise
-        _wait_for_other_workers(study)
+            queue.run_processes(_worker_main, (flatten(config), parent_run_id, total, config.timeout, threads),
+                                config.workers)
+        queue.wait_for_other_workers(study)
         study = optuna.load_study(study_name=name, storage=study._storage)
         summary = log_study(study)
         if config.final and summary.get("best_params"):
@@ -362,16 +351,6 @@ def tune(config: TuneConfig) -> dict:
             tracking.log_epoch(0, {"best_test_macro_auc": final.metrics["test_macro_auc"]})
             summary["final"] = final
     return summary
-
-
-def _wait_for_other_workers(study, poll_s: float = 2.0) -> None:
-    """Trials of workers on other machines may still run; a dead worker's trial turns FAIL when its heartbeat
-    goes stale (RDB storages), so this ends."""
-    import optuna
-
-    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        optuna.storages.fail_stale_trials(study)
-        time.sleep(poll_s)
 
 
 def _run_in_process(config: TuneConfig, space: ParsedSpace, parent_run_id: str, total: int, study) -> None:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import use_mlflow_store
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,13 +48,8 @@ def experiment(tmp_path_factory):
     from ecgtl.training.loop import TrainConfig
 
     folder = tmp_path_factory.mktemp("site")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("MLFLOW_EXPERIMENT_NAME", "site")
-        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        uri = use_mlflow_store(patch, folder, "site", cache=True)
         tuned = FinetuneConfig(data=DataConfig(spec="synthetic:g12ec?n=120&seed=1"),
                                train=TrainConfig(epochs=2, batch_size=32, schedule="gradual", decay=2.0), n_bootstrap=20)
         pretrained = PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=120&seed=1"), model="xresnet1d18",

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import use_mlflow_store
 
 from ecgtl.stages.common import DataConfig
 from ecgtl.stages.finetune import FinetuneConfig, finetune
@@ -32,13 +33,8 @@ def served(tmp_path_factory):
     import mlflow
 
     folder = tmp_path_factory.mktemp("serving")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("MLFLOW_EXPERIMENT_NAME", "serving-test")
-        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        uri = use_mlflow_store(patch, folder, "serving-test", cache=True)
         pretrained = PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=100&seed=9"), model="xresnet1d18",
                                     train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20)
         finetune(FinetuneConfig(data=DataConfig(spec="synthetic:g12ec?n=100&seed=9"),

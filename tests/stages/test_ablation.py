@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
 from ecgtl.stages.ablation import AblationConfig, expand, parse_axes, tasks_of
@@ -71,11 +72,7 @@ def test_grid_file(tmp_path):
 def store(tmp_path, monkeypatch):
     import mlflow
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ablation-test")
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    uri = use_mlflow_store(monkeypatch, tmp_path, "ablation-test")
     yield mlflow.MlflowClient(tracking_uri=uri)  # not the URI an earlier test set process-wide
     if mlflow.active_run():
         mlflow.end_run()

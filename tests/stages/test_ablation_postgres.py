@@ -4,13 +4,13 @@ plus one `ecgtl ablation-worker` process; every cell runs exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,9 +21,7 @@ def test_two_workers_on_postgresql_run_every_cell_exactly_once(postgres_database
     import optuna
 
     queue_url, mlflow_url = postgres_database(), postgres_database()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_EXPERIMENT_NAME": "distributed",
-           "ECGTL_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_RUN_ID", None)
+    env = subprocess_env(mlflow_url, "distributed", tmp_path)
     tiny = ["--quick", "--source", "synthetic:ptbxl?n=120&seed=0", "--target", "synthetic:g12ec?n=120&seed=0",
             "--pretrain_epochs", "1", "--finetune_epochs", "1", "--n_bootstrap", "20", "--seeds", "2",
             "--axis", "target_fraction=1,0.5"]

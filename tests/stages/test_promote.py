@@ -4,6 +4,7 @@ refusals, tags and a promote run, and exactly one champion even when killed midw
 from __future__ import annotations
 
 import pytest
+from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
 from ecgtl.stages.common import DataConfig
@@ -25,13 +26,8 @@ def registry(tmp_path_factory):
     import mlflow
 
     folder = tmp_path_factory.mktemp("promote")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("MLFLOW_EXPERIMENT_NAME", "promote-test")
-        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        uri = use_mlflow_store(patch, folder, "promote-test", cache=True)
         pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=100&seed=7"), model="xresnet1d18",
                                 train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20))
         first = finetune(_finetune())  # v1: champion

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import optuna
 import pytest
+from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
 from ecgtl.stages.common import DataConfig
@@ -75,11 +76,7 @@ def store(tmp_path, monkeypatch):
 
     from ecgtl.stages.pretrain import pretrain
 
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tune-test")
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    uri = use_mlflow_store(monkeypatch, tmp_path, "tune-test")
     pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=100&seed=5"), model="xresnet1d18",
                             train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20))
     yield mlflow.MlflowClient(tracking_uri=uri)

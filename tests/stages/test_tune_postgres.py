@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 
 pytestmark = pytest.mark.postgres
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,9 +23,7 @@ def test_two_tuning_workers_on_postgresql_and_a_killed_worker(postgres_database,
     import optuna
 
     storage, mlflow_url = postgres_database(), postgres_database()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url, "MLFLOW_EXPERIMENT_NAME": "tuning",
-           "ECGTL_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_RUN_ID", None)
+    env = subprocess_env(mlflow_url, "tuning", tmp_path)
     cli = [sys.executable, "-m", "ecgtl.cli"]
     pretrained = subprocess.run([*cli, "pretrain", "--data.spec", "synthetic:ptbxl?n=100&seed=5", "--model",
                                  "xresnet1d18", "--train.epochs", "1", "--train.batch_size", "32", "--n_bootstrap", "20"],
