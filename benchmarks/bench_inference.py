@@ -2,7 +2,8 @@
 
 XResNet1d50 (eval, Conv+BN folded), 256 synthetic-Georgia test-like records of 10 s at 100 Hz, 7 windows of
 2.5 s each, max aggregation. Prints records/s for:
-- bare: the model on the pre-made, pre-scaled windows of all records (batches of 128 records x 7 windows);
+- bare: the model on the pre-made, pre-scaled windows of all records (batches of 32 records x 7 windows, as the
+  pipeline uses);
 - pipeline: `InputPipeline.predict_logits` on raw records (windowing, scaling, forward, aggregation);
 - variants of the bare pass: torch.no_grad instead of inference_mode, 1 thread, smaller/larger batches,
   torch.compile (with --compile; compiling takes a minute on 2 cores).
@@ -53,7 +54,7 @@ def main() -> None:
     folded = fold_batchnorm(model)
     windows, per_record = sliding_windows(pipeline.scaler.transform(signals).astype(np.float32), pipeline.crop,
                                           pipeline.stride)
-    batches = [torch.from_numpy(windows[i:i + 128 * per_record]) for i in range(0, len(windows), 128 * per_record)]
+    batches = [torch.from_numpy(windows[i:i + 32 * per_record]) for i in range(0, len(windows), 32 * per_record)]
 
     def bare(net=folded, chunks=batches, grad_mode=torch.inference_mode):
         with grad_mode():
@@ -61,10 +62,10 @@ def main() -> None:
 
     reference = pipeline.predict_logits(model, signals)
     results = {}
-    results["bare forward (inference_mode, batch 128)"] = (best_of(bare), bare())
+    results["bare forward (inference_mode, batch 32)"] = (best_of(bare), bare())
     results["pipeline predict_logits"] = (best_of(lambda: pipeline.predict_logits(model, signals)), reference)
     results["bare, torch.no_grad"] = (best_of(lambda: bare(grad_mode=torch.no_grad)), bare(grad_mode=torch.no_grad))
-    for size in (32, 256):
+    for size in (8, 128, 256):
         chunks = [torch.from_numpy(windows[i:i + size * per_record]) for i in range(0, len(windows), size * per_record)]
         results[f"bare, batch {size}"] = (best_of(lambda chunks=chunks: bare(chunks=chunks)), bare(chunks=chunks))
     threads = torch.get_num_threads()
@@ -77,7 +78,7 @@ def main() -> None:
     from scipy.special import expit
 
     print(f"cores {os.cpu_count()}, torch threads {threads}; {args.records} records x {per_record} windows, XResNet1d50")
-    base = results["bare forward (inference_mode, batch 128)"][0]
+    base = results["bare forward (inference_mode, batch 32)"][0]
     for name, (seconds, logits) in results.items():
         difference = float(np.abs(expit(np.asarray(logits)) - expit(reference)).max())
         print(f"{name:<42} {args.records / seconds:8.0f} records/s   max |p - p_pipeline| {difference:.1e}")

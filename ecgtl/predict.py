@@ -32,11 +32,13 @@ class Predictions:
     model_uri: str
     classes: list[str]
     fs: float
+    thresholds: dict[str, float] = field(default_factory=dict)  # on the calibrated scale shown
     results: list[Prediction] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
     def to_json(self) -> str:
         return json.dumps({"model": self.model_uri, "fs": self.fs, "classes": self.classes,
+                           "thresholds": self.thresholds,
                            "records": [r.__dict__ for r in self.results],
                            "problems": [{"path": p, "reason": r} for p, r in self.problems]}, indent=1)
 
@@ -44,7 +46,8 @@ class Predictions:
         lines = [f"model {self.model_uri} ({len(self.classes)} classes at {self.fs:g} Hz): "
                  f"{len(self.results)} records scored, {len(self.problems)} unreadable"]
         width = max([len(r.record) for r in self.results] + [6])
-        lines.append(f"{'record':<{width}}  {'fs':>6}  {'s':>6}  labels (at stored thresholds)     top probabilities")
+        lines.append(f"{'record':<{width}}  {'fs':>6}  {'s':>6}  labels (at stored thresholds)     top probabilities "
+                     "(calibrated; --json lists each class's threshold on this scale)")
         for result in self.results:
             best = sorted(result.probabilities.items(), key=lambda item: -item[1])[:top]
             labels = ", ".join(result.labels) or "-"
@@ -80,7 +83,7 @@ def predict(path: Path, model_uri: str) -> Predictions:
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor(tracking.download_model(model_uri, Path(tmp)))
     info = predictor.info
-    out = Predictions(model_uri, list(info.classes), info.fs)
+    out = Predictions(model_uri, list(info.classes), info.fs, predictor.calibrated_thresholds())
     for header in headers:
         try:
             record = read_record(header, gain_errata=CINC_GAIN_ERRATA, root=root)

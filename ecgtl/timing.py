@@ -11,6 +11,7 @@ from collections.abc import Iterator
 PHASES = ("generation", "prepare", "pretrain", "finetune", "scratch", "evaluation", "logging")
 _totals: dict[str, float] = {}
 _started = [time.perf_counter()]
+_open: list[list[float]] = []  # per open phase: [time spent in phases nested inside it]
 
 
 def reset() -> None:
@@ -20,11 +21,22 @@ def reset() -> None:
 
 @contextlib.contextmanager
 def phase(name: str) -> Iterator[None]:
+    """Time a phase; a phase nested in another (generation inside prepare) counts for itself only."""
     started = time.perf_counter()
+    _open.append([0.0])
     try:
         yield
     finally:
-        _totals[name] = _totals.get(name, 0.0) + time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        nested = _open.pop()[0]
+        _totals[name] = _totals.get(name, 0.0) + elapsed - nested
+        if _open:
+            _open[-1][0] += elapsed
+
+
+def totals() -> dict[str, float]:
+    """Seconds per phase so far (each phase's own time, nested phases excluded)."""
+    return dict(_totals)
 
 
 def table() -> str:

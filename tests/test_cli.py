@@ -116,3 +116,18 @@ def test_importing_the_cli_does_not_import_torch_pandas_or_the_stages():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
     assert "--train.lr" in CliRunner().invoke(cli, ["finetune", "--help"]).output  # options still generated
+
+
+def test_timing_phases_count_nested_time_once():
+    import time
+
+    from ecgtl import timing
+
+    timing.reset()
+    with timing.phase("prepare"):
+        time.sleep(0.05)
+        with timing.phase("generation"):
+            time.sleep(0.1)
+    totals = timing.totals()
+    assert 0.09 <= totals["generation"] < 0.2 and 0.04 <= totals["prepare"] < 0.09  # not 0.15: generation is its own
+    assert "generation" in timing.table() and "other" in timing.table()
