@@ -154,9 +154,11 @@ def test_the_model_loads_in_a_fresh_virtualenv_without_ecgtl(served, tmp_path):
     done = subprocess.run([str(venv / "bin" / "python"), "-c", script], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    import io
+
     import pandas as pd
 
-    elsewhere = pd.read_json(done.stdout.strip().splitlines()[-1]).to_numpy()
+    elsewhere = pd.read_json(io.StringIO(done.stdout.strip().splitlines()[-1])).to_numpy()
     np.testing.assert_allclose(elsewhere, served["expected"], rtol=1e-5, atol=1e-6)
 
 
