@@ -221,14 +221,15 @@ class TuneConfig:
     storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
     workers: int = 1
     pruner: str = "hyperband"
+    reduction_factor: int = 2  # Hyperband's: 2 keeps half at each rung (rungs at 1, 2, 4... epochs)
     sampler_seed: int = 0
     final: bool = True  # train the best configuration again, report on test, register a challenger
 
     def validate(self) -> TuneConfig:
         if self.pruner not in PRUNERS:
             raise EcgtlError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.n_trials < 1 or self.workers < 1 or self.timeout < 0:
-            raise EcgtlError("n_trials and workers must be at least 1 and timeout >= 0")
+        if self.n_trials < 1 or self.workers < 1 or self.timeout < 0 or self.reduction_factor < 2:
+            raise EcgtlError("n_trials and workers must be at least 1, timeout >= 0 and reduction_factor >= 2")
         if self.finetune.init != "pretrained":
             raise EcgtlError("tune fine-tunes a pretrained model: finetune.init must be 'pretrained'")
         self.finetune.validate()

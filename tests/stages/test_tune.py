@@ -92,7 +92,7 @@ class EveryOtherTrialPruned(optuna.pruners.BasePruner):
 def test_tune_runs_trials_as_child_runs_prunes_cleanly_and_registers_only_a_challenger(store, monkeypatch):
     import ecgtl.stages.tune as tune_module
 
-    monkeypatch.setattr(tune_module, "make_pruner", lambda name, epochs: EveryOtherTrialPruned())
+    monkeypatch.setattr(tune_module, "make_pruner", lambda *args: EveryOtherTrialPruned())
     summary = tune_module.tune(_tiny())
     assert summary["counts"]["COMPLETE"] == 2 and summary["counts"]["PRUNED"] == 2
     experiment = store.get_experiment_by_name("tune-test").experiment_id
