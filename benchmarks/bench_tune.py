@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--target", default="synthetic:g12ec?n=500&seed=0")
+    parser.add_argument("--pruner", default="hyperband", help="the pruner compared with no pruning")
+    parser.add_argument("--reduction-factor", type=int, default=None, help="Hyperband's (default: the config's)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ecgtl-bench-tune-"))
     os.environ.update({"ECGTL_CACHE_DIR": str(workdir / "cache"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
@@ -50,11 +52,12 @@ def main() -> None:
     print(f"cores {os.cpu_count()}; {args.trials} trials x {args.epochs} epochs per study; target {args.target}")
     print(f"{'sampler seed':>12}  {'pruner':>9}  {'best val AUC':>12}  {'epochs trained':>14}  {'wall s':>7}  pruned")
     results = {}
+    factor = {"reduction_factor": args.reduction_factor} if args.reduction_factor else {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        for pruner in ("none", "hyperband"):
+        for pruner in ("none", args.pruner):
             started = time.perf_counter()
             summary = tune(TuneConfig(finetune=base, space=replace(SearchSpace(), batch_size="64"), n_trials=args.trials,
-                                      pruner=pruner, sampler_seed=seed, final=False,
+                                      pruner=pruner, sampler_seed=seed, final=False, **factor,
                                       study_name=f"bench-{pruner}-{seed}", storage=f"sqlite:///{workdir}/optuna.db"))
             parent = client.search_runs([client.get_experiment_by_name("bench-tune").experiment_id],
                                         f"tags.`ecgtl.study` = 'bench-{pruner}-{seed}' and tags.`ecgtl.stage` = 'trial'",
@@ -65,10 +68,10 @@ def main() -> None:
                   f"{time.perf_counter() - started:>7.0f}  {summary['counts']['PRUNED']}")
     print()
     for seed in sorted({s for s, _ in results}):
-        (auc_none, epochs_none, _), (auc_hb, epochs_hb, summary) = results[(seed, "none")], results[(seed, "hyperband")]
+        (auc_none, epochs_none, _), (auc_hb, epochs_hb, summary) = results[(seed, "none")], results[(seed, args.pruner)]
         same = auc_hb >= auc_none - 0.005
         share = epochs_hb / epochs_none
-        print(f"seed {seed}: pruning best {auc_hb:.4f} vs {auc_none:.4f} ({auc_hb - auc_none:+.4f}; goal >= -0.005: "
+        print(f"seed {seed}: {args.pruner} best {auc_hb:.4f} vs {auc_none:.4f} ({auc_hb - auc_none:+.4f}; goal >= -0.005: "
               f"{'met' if same else 'NOT met'}), epochs {epochs_hb}/{epochs_none} = {share:.0%} (goal <= 50%: "
               f"{'met' if share <= 0.5 else 'NOT met'})")
         print(f"  schedules without pruning (synthetic data only): {results[(seed, 'none')][2].get('schedule_finding')}")

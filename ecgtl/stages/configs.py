@@ -221,7 +221,7 @@ class TuneConfig:
     storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
     workers: int = 1
     pruner: str = "hyperband"
-    reduction_factor: int = 2  # Hyperband's: 2 keeps half at each rung (rungs at 1, 2, 4... epochs)
+    reduction_factor: int = 3  # Hyperband's; 2 and 4 pruned less or lost the best trial (benchmarks/bench_tune.py)
     sampler_seed: int = 0
     final: bool = True  # train the best configuration again, report on test, register a challenger
 

@@ -14,8 +14,8 @@ schedule kind; head-only epochs (two_stage), epochs per unfreezing step (gradual
 weight decay (log), head dropout, batch size, frozen-BN mode. A single value fixes a parameter.
 
 Sampler: TPE with an explicit seed and every option set explicitly (Optuna changed its defaults between
-versions). Pruner: Hyperband (min 1 epoch, max the trial's epochs, reduction factor 2: with short trials a factor of 3 leaves
-a single early rung) by default, `median`
+versions). Pruner: Hyperband (min 1 epoch, max the trial's epochs, reduction factor 3: factors 2 and 4 pruned less or lost the
+best trial in benchmarks/bench_tune.py) by default, `median`
 (5 startup trials, 1 warm-up epoch) or `none`; every epoch reports through the trainer's after-epoch hook.
 
 Storage: an SQLite file beside an `sqlite:///` MLflow store (`optuna.db`), else in the cache folder;
@@ -177,7 +177,7 @@ def make_sampler(seed: int):
                                       consider_endpoints=False, constant_liar=True, warn_independent_sampling=False)
 
 
-def make_pruner(name: str, epochs: int, reduction_factor: int = 2):
+def make_pruner(name: str, epochs: int, reduction_factor: int = 3):
     import optuna
 
     if name == "hyperband":
