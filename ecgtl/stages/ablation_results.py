@@ -29,13 +29,11 @@ import plotly.graph_objects as go
 from ecgtl import runs, tracking
 from ecgtl.config import reuse_key
 from ecgtl.errors import EcgtlError, EvaluationError
-from ecgtl.evaluation.calibration import CALIBRATION_METHODS, make_calibrator
+from ecgtl.evaluation.calibration import make_calibrator
 from ecgtl.evaluation.figures import PALETTE, reliability_figure
 from ecgtl.evaluation.metrics import bootstrap_over_seeds
 from ecgtl.plotting import figures_to_html, save_figure
 
-CALIBRATION_COLUMNS = ["test_ece", "test_mce", "test_brier",
-                       *(f"test_{q}_{m}" for m in CALIBRATION_METHODS for q in ("ece", "mce", "brier"))]
 NUMERIC_AXES = ("target_fraction", "source_fraction", "fs")
 CATEGORICAL_AXES = ("domain", "leads")
 INIT_COLOURS = {"pretrained": PALETTE[0], "scratch": PALETTE[1]}
@@ -150,10 +148,6 @@ def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataF
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _init_label(row) -> str:
-    return "pretrained" if row["init"] == "pretrained" else "scratch"
-
-
 def _other_axes_fixed(frame: pd.DataFrame, axis: str) -> pd.DataFrame:
     """Rows where every other varying axis is at its most common value (one line per init for `axis`)."""
     keep = pd.Series(True, index=frame.index)

@@ -36,8 +36,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from ecgtl import runs, tracking
 from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
@@ -476,7 +474,3 @@ def schedule_finding(families: dict) -> str:
         observed, interval = a.value - b.value, " (no CI: validation logits unavailable)"
     return (f"best schedule {first} (val macro AUC {a.value:.4f}) vs {second} ({b.value:.4f}): "
             f"{observed:+.4f}{interval} on validation records")
-
-
-def trial_values(study) -> np.ndarray:
-    return np.array([t.value for t in study.trials if t.state.name == "COMPLETE"])
