@@ -180,14 +180,6 @@ def git_commit() -> str | None:
         return None
 
 
-def current_tag(key: str) -> str | None:
-    """A tag of the active run (None without one)."""
-    import mlflow
-
-    run = mlflow.active_run()
-    return mlflow.get_run(run.info.run_id).data.tags.get(key) if run else None
-
-
 def log_text(text: str, artifact_file: str) -> None:
     import mlflow
 
@@ -289,24 +281,13 @@ def register(model_uri: str, name: str, champion_if_first: bool = True) -> int:
     version = mlflow.register_model(model_uri, name)
     try:
         client.set_registered_model_alias(name, CHALLENGER, version.version)
-        if champion_if_first and not _has_alias(client, name, CHAMPION):
+        if champion_if_first and version_by_alias(name, CHAMPION) is None:
             client.set_registered_model_alias(name, CHAMPION, version.version)
     except BaseException:
         with contextlib.suppress(Exception):
             client.delete_model_version(name, version.version)
         raise
     return int(version.version)
-
-
-def _has_alias(client, name: str, alias: str) -> bool:
-    """Whether alias exists; only a "not found" answer means no (any other error propagates)."""
-    try:
-        client.get_model_version_by_alias(name, alias)
-        return True
-    except Exception as exc:
-        if is_not_found(exc):
-            return False
-        raise
 
 
 def model_exists(uri: str) -> bool:
@@ -316,7 +297,7 @@ def model_exists(uri: str) -> bool:
 
     if uri.startswith("models:/") and "@" in uri:
         name, alias = uri.removeprefix("models:/").split("@", 1)
-        return _has_alias(mlflow.MlflowClient(), name, alias)
+        return version_by_alias(name, alias) is not None
     try:
         mlflow.models.get_model_info(uri)
         return True

@@ -7,7 +7,7 @@ fastai's `fine_tune`:
     scores   = score_step(model, pipeline, prepared)                                 # val/test logits
     report   = report_step(scores, prepared, n_bootstrap, seed)                      # metrics, figures, logits
     uri      = bundle_step(model, pipeline, report, prepared, ...)                   # pyfunc model of the run
-    version  = register_step(uri, name)                                              # only when asked
+    version  = tracking.register(uri, name)                                          # only when asked
 
 `train_model` runs them in order; ablation cells and tuning trials pass `register=False`, so they never
 create registry versions or move `challenger`.
@@ -173,9 +173,9 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
 def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data: DataConfig, train_config: TrainConfig,
                 run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
-                on_epoch=None, champion_if_first: bool = True) -> StageResult:
-    """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run."""
-    stage = tracking.current_tag(runs.STAGE) or "finetune"
+                on_epoch=None, champion_if_first: bool = True, stage: str = "finetune") -> StageResult:
+    """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
+    names the training phase in the timing table."""
     with timing.phase(stage):
         pipeline = fit_pipeline(data, train_config, prepared, rows)
         fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,

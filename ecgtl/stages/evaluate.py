@@ -61,22 +61,21 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     calibrate_on = np.zeros(len(ids), dtype=bool)
     if config.calibration_fraction > 0:
         calibrate_on[fraction_indices(labels, config.calibration_fraction, config.seed)] = True
-    report_on = ~calibrate_on
-    stored = StoredCalibration.from_bundle(info.calibrator, info.thresholds) if info.calibrator else None
-    if not calibrate_on.any() and stored is None:
+    report_on, refit = ~calibrate_on, bool(calibrate_on.any())
+    if not refit and not info.calibrator:
         raise EcgtlError(f"{config.model_uri}: the bundle holds no calibrator; pass calibration_fraction > 0")
     report = evaluate_predictions(
-        labels[calibrate_on] if calibrate_on.any() else None, logits[calibrate_on] if calibrate_on.any() else None,
+        labels[calibrate_on] if refit else None, logits[calibrate_on] if refit else None,
         labels[report_on], logits[report_on], info.classes, n_bootstrap=config.n_bootstrap, seed=config.seed,
         challenge_weights=config.challenge_weights or None, class_codes=snomed_codes_of(info.label_set),
-        stored=None if calibrate_on.any() else stored)
+        stored=None if refit else StoredCalibration.from_bundle(info.calibrator, info.thresholds))
     reported_ids = [record_id for record_id, keep in zip(ids, report_on, strict=True) if keep]
     report.metrics["test_n_records_seen_in_training"] = float(sum(record_id in seen for record_id in reported_ids))
     print(report.summary(), file=sys.stderr)
     target = parse_spec(config.spec).short_name
     tags = {runs.STAGE: "evaluate", runs.TARGET: target, runs.LABEL_SET: info.label_set, runs.FS: f"{info.fs:g}",
             runs.MODEL_URI: config.model_uri, runs.CONFIG_HASH: reuse_key(config),
-            runs.CALIBRATION: "refit" if calibrate_on.any() else "stored", runs.LEAK: str(len(seen))}
+            runs.CALIBRATION: "refit" if refit else "stored", runs.LEAK: str(len(seen))}
     with tracking.stage_run(f"evaluate-{info.architecture}-{target}-{config.split}", tags, flatten(config)) as run_id:
         tracking.log_evaluation_report(report)
         tracking.log_predictions(config.split, reported_ids, labels[report_on], logits[report_on])

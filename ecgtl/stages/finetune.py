@@ -123,7 +123,8 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
                              registered_name=REGISTERED[config.init] if register else None,
                              n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
                              extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},
-                             new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first)
+                             new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first,
+                             stage=stage)
         if not nested and parent_run_id is None:
             report_timing()
         return result

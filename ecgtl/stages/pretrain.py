@@ -35,4 +35,4 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
         return train_model(model, prepared, rows, config.data, config.train, run_id,
                            registered_name=REGISTERED_PRETRAINED if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
-                           extra={"spec": config.data.spec})
+                           extra={"spec": config.data.spec}, stage="pretrain")

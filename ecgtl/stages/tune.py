@@ -266,10 +266,7 @@ class TrialObjective:
                                   new_head=start.new_head, on_epoch=report)
                 value = fitted.best_val_macro_auc
                 val = prepared.split("val")
-                from ecgtl.data.dataset import valid_lengths
-
-                tracking.log_predictions("val", list(val.index["record_id"]), val.labels,
-                                         pipeline.predict_logits(start.model, val.signals, valid_lengths(val)))
+                tracking.log_predictions("val", list(val.index["record_id"]), val.labels, fitted.best_val_logits)
                 tracking.set_tags({TRIAL_STATE: "COMPLETE"})
             except optuna.TrialPruned as exc:
                 tracking.set_tags({TRIAL_STATE: "PRUNED"})  # the run itself ends FINISHED

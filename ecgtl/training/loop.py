@@ -53,17 +53,21 @@ class FitResult:
     best_val_macro_auc: float
     history: list[EpochResult] = field(default_factory=list)
     stopped_early: bool = False
+    best_val_logits: np.ndarray | None = None  # validation logits of the best epoch (no second inference needed)
 
     def to_checkpoint(self) -> dict:
         """Tensors and plain values only (checkpoints load with weights_only=True)."""
+        logits = None if self.best_val_logits is None else torch.from_numpy(self.best_val_logits)
         return {"best_state": self.best_state, "best_epoch": self.best_epoch,
                 "best_val_macro_auc": self.best_val_macro_auc, "history": [asdict(h) for h in self.history],
-                "stopped_early": self.stopped_early}
+                "stopped_early": self.stopped_early, "best_val_logits": logits}
 
     @classmethod
     def from_checkpoint(cls, data: dict) -> FitResult:
+        logits = data.get("best_val_logits")
         return cls(data["best_state"], data["best_epoch"], data["best_val_macro_auc"],
-                   [EpochResult(**h) for h in data["history"]], data["stopped_early"])
+                   [EpochResult(**h) for h in data["history"]], data["stopped_early"],
+                   None if logits is None else logits.numpy())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,6 +152,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
             result.best_val_macro_auc = val_auc if np.isfinite(val_auc) else result.best_val_macro_auc
             result.best_epoch = epoch
             result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            result.best_val_logits = val_logits
         if progress:
             print(f"epoch {epoch + 1:>3}/{config.epochs}  train_loss {epoch_result.train_loss:.4f}  "
                   f"val_loss {epoch_result.val_loss:.4f}  val_macro_auc {val_auc:.4f}  "

@@ -110,3 +110,13 @@ def test_no_training_batch_holds_a_single_record():
     assert batch_bounds(64, 32) == [(0, 32), (32, 64)]
     assert batch_bounds(66, 32) == [(0, 32), (32, 64), (64, 66)]
     assert batch_bounds(1, 32) == [(0, 1)] and batch_bounds(5, 32) == [(0, 5)]
+
+
+def test_fit_keeps_the_best_epochs_validation_logits(prepared_tiny, tmp_path):
+    from ecgtl.data.dataset import valid_lengths
+
+    config = TrainConfig(epochs=2, batch_size=16, seed=5)
+    model, result = _fit(prepared_tiny, tmp_path, config)
+    val = prepared_tiny.split("val")
+    pipeline = InputPipeline(fs=prepared_tiny.fs, scaler=LeadScaler.fit(prepared_tiny.split("train").signals))
+    np.testing.assert_array_equal(result.best_val_logits, pipeline.predict_logits(model, val.signals, valid_lengths(val)))
