@@ -18,12 +18,11 @@ class `733534002|164909002` as well as the 2020 class 164909002).
 The score is the official challenge metric only when a model outputs every scored class of the table
 (label sets `cinc2020`, `cinc2021`); over fewer classes it is a partial score (`WeightsMatch.complete`).
 
-The 2020 scorer also applies a normal-class rule to labels and outputs: normal together with another class
-becomes not normal, and a record with no output at all outputs normal. Tables in the 2020 layout (no
-`a|b` columns) get that rule (`WeightsTable.normal_rule`). One difference remains by choice: where the true
-labels score no better than the inactive classifier, the 2020 scorer returns NaN and the 2021 one 0.0; we
-return 0.0. (The 2020 label rule "a record with no label at all is normal" needs the record's unscored codes,
-which a label matrix does not have; records without any code are rare and are left as they are.)
+Neither final scorer changes labels or outputs before scoring: a record may be labelled (and output) normal
+together with other classes, and a record with no output scores nothing (early 2020 versions had a
+"normal-class rule" that did both; it was removed before the challenge closed, and ecgtl follows the final
+versions). Where the true labels score no better than the inactive classifier, the final 2020 scorer returns
+NaN and the 2021 one 0.0; a table's layout says which it is (`WeightsTable.vintage`), and we return the same.
 """
 
 from __future__ import annotations
@@ -51,10 +50,12 @@ def modified_confusion(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
 
 
 def challenge_score(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray, *,
-                    normal_column: int | None) -> float:
-    """Normalised challenge score of binary `outputs` [records, classes] against `labels`.
+                    normal_column: int | None, undefined: float = 0.0) -> float:
+    """Normalised challenge score of binary `outputs` [records, classes] against `labels` [records, classes].
 
     `normal_column` is the column of the normal class; without one the inactive reference outputs nothing.
+    `undefined` is returned where the correct labels score no better than the inactive reference (the final
+    2021 scorer returns 0.0 there, the 2020 one NaN).
     """
     labels, outputs = np.asarray(labels).astype(bool), np.asarray(outputs).astype(bool)
     n_classes = labels.shape[1] if labels.ndim == 2 else -1
@@ -68,7 +69,7 @@ def challenge_score(labels: np.ndarray, outputs: np.ndarray, weights: np.ndarray
     correct = np.nansum(weights * modified_confusion(labels, labels))
     baseline = np.nansum(weights * modified_confusion(labels, inactive))
     if correct == baseline:
-        return 0.0  # as the official scorers do
+        return undefined
     return float((observed - baseline) / (correct - baseline))
 
 
@@ -79,7 +80,12 @@ class WeightsTable:
     weights: np.ndarray
     classes: tuple[frozenset[str], ...]
     representatives: tuple[str, ...]  # the first code of each class, as the official scorer names it
-    normal_rule: bool = False  # the 2020 scorer's normal-class rule (see the module docstring)
+    vintage: str = "2021"  # "2020": one column per code; "2021": equivalent codes in one 'a|b' column
+
+    @property
+    def undefined_score(self) -> float:
+        """What the final scorer of this vintage returns when the correct labels score like the reference."""
+        return float("nan") if self.vintage == "2020" else 0.0
 
 
 def load_weights(path: str | Path, equivalences: Iterable[tuple[str, str]] = CHALLENGE_EQUIVALENCES) -> WeightsTable:
@@ -107,8 +113,8 @@ def load_weights(path: str | Path, equivalences: Iterable[tuple[str, str]] = CHA
         kept.append(i)
         classes.append(frozenset(group))
         representatives.append(codes[0])
-    layout_2020 = not any(len(codes) > 1 for codes in column_codes)
-    return WeightsTable(values[np.ix_(kept, kept)], tuple(classes), tuple(representatives), normal_rule=layout_2020)
+    vintage = "2021" if any(len(codes) > 1 for codes in column_codes) else "2020"
+    return WeightsTable(values[np.ix_(kept, kept)], tuple(classes), tuple(representatives), vintage=vintage)
 
 
 @dataclass(frozen=True)
@@ -119,26 +125,14 @@ class WeightsMatch:
     weights: np.ndarray
     normal_column: int | None
     complete: bool  # every scored class of the table is among the model's classes: the official metric
-    normal_rule: bool = False
+    undefined: float = 0.0  # the table vintage's score where the labels score like the reference
 
     def score(self, labels: np.ndarray, outputs: np.ndarray) -> float:
         """The challenge score of a model's binary outputs [records, model classes] against its labels."""
         labels = np.asarray(labels)[:, self.columns].astype(bool)
         outputs = np.asarray(outputs)[:, self.columns].astype(bool)
-        if self.normal_rule and self.normal_column is not None:
-            labels, outputs = apply_normal_rule(labels, self.normal_column, fill_empty=False), \
-                apply_normal_rule(outputs, self.normal_column, fill_empty=True)
-        return challenge_score(labels, outputs, self.weights, normal_column=self.normal_column)
-
-
-def apply_normal_rule(matrix: np.ndarray, normal_column: int, *, fill_empty: bool) -> np.ndarray:
-    """The 2020 scorer's rule: normal plus another class -> not normal; (outputs) nothing -> normal."""
-    matrix = matrix.copy()
-    others = np.delete(matrix, normal_column, axis=1).any(axis=1)
-    matrix[others, normal_column] = False
-    if fill_empty:
-        matrix[~matrix.any(axis=1), normal_column] = True
-    return matrix
+        return challenge_score(labels, outputs, self.weights, normal_column=self.normal_column,
+                               undefined=self.undefined)
 
 
 def weights_for(classes: Sequence[str], class_codes: Mapping[str, Sequence[str]], table: WeightsTable) -> WeightsMatch:
@@ -153,4 +147,4 @@ def weights_for(classes: Sequence[str], class_codes: Mapping[str, Sequence[str]]
     normal_row = next((i for i, group in enumerate(table.classes) if NORMAL_CLASS in group), None)
     normal_column = rows.index(normal_row) if normal_row in rows else None
     return WeightsMatch(columns, table.weights[np.ix_(rows, rows)], normal_column,
-                        complete=len(rows) == len(table.classes), normal_rule=table.normal_rule)
+                        complete=len(rows) == len(table.classes), undefined=table.undefined_score)

@@ -1,5 +1,5 @@
-"""The CinC challenge metric: hand-computed cases, weights tables of both vintages with equivalences, and
-agreement with the official scorers on a fixture."""
+"""The CinC challenge metric: hand-computed cases (normal-plus-other and empty rows as the final scorers treat
+them), weights tables of both vintages with equivalences, and agreement with the official scorers on a fixture."""
 
 from __future__ import annotations
 
@@ -38,6 +38,57 @@ def test_perfect_outputs_no_better_than_the_reference_score_zero_not_nan():
     assert challenge_score(only_normal, only_normal, WEIGHTS, normal_column=2) == 0.0
 
 
+# Records exercising what early 2020 scorers rewrote and the final ones do not: normal together with another
+# class (labels and outputs) and a record without any output. Columns IAVB, AF, NSR.
+EDGE_LABELS = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 1]])
+EDGE_OUTPUTS = np.array([[0, 0, 0], [0, 1, 1], [1, 0, 1], [0, 0, 1]])
+
+
+def test_normal_plus_other_and_empty_rows_score_as_the_final_scorers_do():
+    """By hand, from the final formula (each record adds W[i, j] / |labels union outputs| per label i, output j):
+    observed: r1 no output -> 0; r2 {AF,NSR}x{AF,NSR}: (1 + .5 + .5 + 1)/2 = 1.5; r3 {AF}x{IAVB,NSR}, union of 3:
+    (.3 + .5)/3; r4 1.  correct: 1 + 1.5 + 1 + 1 = 4.5.  inactive (NSR only): r1 .5/2, r2 (1 + .5)/2, r3 .5/2,
+    r4 1 = 2.25.  The early rule would have made r1 output NSR and dropped NSR from r2 and r3."""
+    observed = 1.5 + 0.8 / 3 + 1
+    expected = (observed - 2.25) / (4.5 - 2.25)
+    assert challenge_score(EDGE_LABELS, EDGE_OUTPUTS, WEIGHTS, normal_column=2) == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(0.229630, abs=1e-6)
+    # All outputs negative: the observed score is 0, i.e. -inactive / (correct - inactive), not the reference's 0.
+    silent = np.zeros_like(EDGE_OUTPUTS)
+    assert challenge_score(EDGE_LABELS, silent, WEIGHTS, normal_column=2) == pytest.approx(-2.25 / 2.25)
+
+
+@pytest.mark.parametrize(("year", "undefined"), [("2020", "nan"), ("2021", 0.0)])
+def test_tables_of_both_vintages_score_the_edge_cases_alike_and_differ_only_when_undefined(tmp_path, year, undefined):
+    header = {"2020": ["270492004", "164889003", "426783006"], "2021": ["270492004", "164889003|999", "426783006"]}[year]
+    table = load_weights(_write_table(tmp_path / "weights.csv", header, WEIGHTS))
+    assert table.vintage == year
+    codes = {"IAVB": ("270492004",), "AF": ("164889003",), "NSR": ("426783006",)}
+    match = weights_for(["IAVB", "AF", "NSR"], codes, table)
+    assert match.complete and match.normal_column == 2
+    assert match.score(EDGE_LABELS, EDGE_OUTPUTS) == pytest.approx((1.5 + 0.8 / 3 + 1 - 2.25) / 2.25)
+    only_normal = np.array([[0, 0, 1]] * 3)
+    score = match.score(only_normal, only_normal)
+    assert np.isnan(score) if undefined == "nan" else score == undefined
+
+
+def _loop_reference(labels, outputs, weights, normal_column):
+    """The final scorers' formula written as they state it, record by record (an independent check of the
+    matrix form): every (label i, output j) pair of a record adds 1 / max(1, |labels union outputs|)."""
+    def confusion(y, o):
+        a = np.zeros(weights.shape)
+        for record_labels, record_outputs in zip(y, o, strict=True):
+            share = 1.0 / max(1, int(np.logical_or(record_labels, record_outputs).sum()))
+            for i in np.flatnonzero(record_labels):
+                for j in np.flatnonzero(record_outputs):
+                    a[i, j] += share
+        return np.nansum(weights * a)
+    inactive = np.zeros_like(labels)
+    inactive[:, normal_column] = 1
+    observed, correct, reference = confusion(labels, outputs), confusion(labels, labels), confusion(labels, inactive)
+    return (observed - reference) / (correct - reference)
+
+
 def _write_table(path, header_codes, weights):
     lines = ["," + ",".join(header_codes)] + [",".join([c, *map(str, row)]) for c, row in zip(header_codes, weights, strict=True)]
     path.write_text("\n".join(lines) + "\n")
@@ -49,11 +100,11 @@ def test_weights_tables_of_both_layouts_merge_equivalent_codes(tmp_path):
                               [[1, 0.4, 1, 0.3], [0.4, 1, 0.4, 0.2], [1, 0.4, 1, 0.3], [0.3, 0.2, 0.3, 1]])
     loaded = load_weights(table_2020)
     assert loaded.representatives == ("713427006", "164889003", "164909002") and loaded.weights.shape == (3, 3)
-    assert loaded.classes[0] == {"713427006", "59118001"} and loaded.normal_rule
+    assert loaded.classes[0] == {"713427006", "59118001"} and loaded.vintage == "2020"
     table_2021 = _write_table(tmp_path / "w2021.csv", ["713427006|59118001", "164889003", "733534002|164909002"],
                               [[1, 0.4, 0.3], [0.4, 1, 0.2], [0.3, 0.2, 1]])
     loaded = load_weights(table_2021)
-    assert loaded.representatives == ("713427006", "164889003", "733534002") and not loaded.normal_rule
+    assert loaded.representatives == ("713427006", "164889003", "733534002") and loaded.vintage == "2021"
     assert loaded.weights[0, 1] == pytest.approx(0.4)
 
 
@@ -74,10 +125,11 @@ def _official_fixture(n_classes, seed):
     return y, logits, logits > 0
 
 
-# Values computed by the official scorers' functions (evaluation-2020 evaluate_12ECG_score.py with its normal
-# rule; evaluation-2021 evaluate_model.py; compute_challenge_metric and compute_auc) on `_official_fixture`,
-# in a run outside this repository. They are oracle values, not outputs of ecgtl.
-OFFICIAL = {"2020": (0.618781038426599, 0.934599261731485), "2021": (0.5950016023345179, 0.9265979749153366)}
+# Values computed by the official 2021 scorer's functions (evaluation-2021 evaluate_model.py:
+# compute_challenge_metric and compute_auc) on `_official_fixture`, in a run outside this repository: oracle
+# values, not outputs of ecgtl. (The 2020 value once stored here came from an early 2020 scorer that still had
+# the normal-class rule; the final 2020 formula is the 2021 one, checked below against a loop reference.)
+OFFICIAL_2021 = (0.5950016023345179, 0.9265979749153366)
 
 
 @pytest.mark.parametrize("year", ["2020", "2021"])
@@ -87,9 +139,13 @@ def test_complete_label_sets_give_the_official_challenge_metric_and_auroc(shared
     match = weights_for(label_set.classes, label_set.snomed_codes(), table)
     assert match.complete and len(label_set.classes) == {"2020": 24, "2021": 26}[year]
     y, logits, outputs = _official_fixture(len(label_set.classes), int(year))
-    challenge, auroc = OFFICIAL[year]
-    assert match.score(y, outputs) == pytest.approx(challenge, abs=1e-12)
-    assert macro_auc(y, logits) == pytest.approx(auroc, abs=1e-12)
+    assert (outputs.sum(axis=1) == 0).any() and (outputs[:, match.columns[match.normal_column]] & (outputs.sum(axis=1) > 1)).any()
+    reference = _loop_reference(y[:, match.columns], outputs[:, match.columns], match.weights, match.normal_column)
+    assert match.score(y, outputs) == pytest.approx(reference, abs=1e-12)
+    if year == "2021":
+        challenge, auroc = OFFICIAL_2021
+        assert match.score(y, outputs) == pytest.approx(challenge, abs=1e-12)
+        assert macro_auc(y, logits) == pytest.approx(auroc, abs=1e-12)
     shared18 = get_label_set("shared18")
     partial = weights_for(shared18.classes, shared18.snomed_codes(), table)
     assert "CLBBB" in [shared18.classes[j] for j in partial.columns] and not partial.complete
