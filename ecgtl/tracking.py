@@ -217,6 +217,9 @@ def log_evaluation_report(report: EvaluationReport, artifact_path: str = "evalua
             {"primary": report.primary_calibration, **{k: c.to_dict() for k, c in report.calibrators.items()}}))
         (folder / "thresholds.json").write_text(json.dumps(dict(zip(report.classes, report.thresholds.tolist(), strict=True))))
         (folder / "skipped_classes.json").write_text(json.dumps(report.skipped))
+        (folder / "macro_classes.json").write_text(json.dumps(
+            {"in_macro": [c for c, inside in zip(report.classes, report.per_class["in_macro"], strict=True) if inside],
+             "left_out": report.left_out}))
         if report.figures:
             (folder / "report.html").write_text(figures_to_html(list(report.figures.values()), "ecgtl evaluation"),
                                                 encoding="utf-8")
@@ -334,6 +337,14 @@ def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
 
     run = mlflow.MlflowClient().get_run(run_id)
     return run.data.tags, run.data.metrics
+
+
+def run_seconds(run_id: str) -> float:
+    """Wall time of a finished run (end minus start), for benchmark tables."""
+    import mlflow
+
+    info = mlflow.MlflowClient().get_run(run_id).info
+    return (info.end_time - info.start_time) / 1000 if info.end_time else float("nan")
 
 
 def stage_runs(stages: tuple[str, ...] = ("pretrain", "finetune", "scratch")):

@@ -6,15 +6,22 @@
 - F-max as in Strodthoff et al. 2020 (after the CAFA protein-function benchmark): for a threshold t,
   precision is averaged over records with at least one prediction >= t, recall over records with at least one
   true label; F-max is the best harmonic mean over t in 0, 0.01, ..., 1.
+- Which classes a macro AUC averages (`macro_classes`), one rule for every macro AUC that comes with a CI
+  (bootstrap CIs, paired differences, seed aggregation, the promotion gate): a class enters when the evaluated
+  set holds at least `MIN_CLASS_SUPPORT` (5) positive and as many negative records. A class below that keeps
+  its per-class AUC but is left out of the macro (the report names it and why): with one or two positives
+  its AUC swings by tenths from one resample to the next, and a resample would often lack it altogether.
+  If no class reaches the support, the classes with the largest support (at least one positive and one
+  negative) are averaged, so a decision is made whenever any class is evaluable.
 - Bootstrap: percentile intervals over resamples of records (seeded). Resamples are drawn as count weights
   and every AUC is computed from them with a weighted Mann-Whitney statistic (ties count one half),
   vectorised over resamples: 1 000 resamples of 2 000 x 18 take about a second.
-  The macro AUC of every resample averages the same classes: those evaluable on the full set. A resample in
-  which one of them has no positive (or no negative) record is redrawn (`usable_resample_weights`), so the
-  interval is conditional on every evaluable class being present, as the point estimate is; for a class with a
-  single positive, a third of plain resamples would otherwise silently drop it from the average.
-  `n_resamples` are kept; if fewer than half of the draws qualify within `_MAX_DRAW_FACTOR` times as many
-  draws, the interval is NaN and the reason is in `BootstrapAUC.note`.
+  A resample in which a macro class has no positive (or no negative) record is redrawn
+  (`usable_resample_weights`), so the interval is conditional on every macro class being present, as the
+  point estimate is (as in Strodthoff et al.'s benchmark code). With the support rule that almost never
+  happens; where it does more than `_MAX_DRAW_FACTOR` times over (only in the fallback to tiny classes), the
+  remaining resamples are plain draws whose macro averages the macro classes they hold, and
+  `BootstrapAUC.note` says so. Every interval is therefore finite whenever one class is evaluable.
 - Paired bootstrap: two models scored on the same records, resampled together (the same redrawing); the
   report's difference is the observed one on all records, with the bootstrap CI and the one-sided p-value
   (the share of resamples in which model A is not better than model B).
@@ -106,33 +113,68 @@ def fmax(y_true: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray |
 
 
 _MAX_DRAW_FACTOR = 20
+MIN_CLASS_SUPPORT = 5
 
 
-def usable_resample_weights(y_true: np.ndarray, evaluable: np.ndarray, n_resamples: int, seed: int
+def class_support(y_true: np.ndarray) -> np.ndarray:
+    """[classes] min(positives, negatives) of each class in the evaluated set."""
+    positives = np.asarray(y_true).sum(axis=0)
+    return np.minimum(positives, len(y_true) - positives)
+
+
+def macro_classes(y_true: np.ndarray, *, min_support: int = MIN_CLASS_SUPPORT) -> np.ndarray:
+    """[classes] bool: the classes a macro AUC with a CI averages (see the module docstring).
+
+    `y_true` [records, classes] in {0, 1}. All False only when no class has a positive and a negative record.
+    """
+    support = class_support(y_true)
+    chosen = support >= min_support
+    if not chosen.any() and support.max(initial=0) >= 1:
+        chosen = support == support.max()
+    return chosen
+
+
+def left_out_classes(y_true: np.ndarray, classes: Sequence[str], *, min_support: int = MIN_CLASS_SUPPORT
+                     ) -> dict[str, str]:
+    """Classes with a defined AUC that the macro AUC leaves out, each with the reason."""
+    y_true = np.asarray(y_true)
+    positives, support, chosen = y_true.sum(axis=0), class_support(y_true), macro_classes(y_true, min_support=min_support)
+    return {name: (f"{int(positives[j])} positive and {len(y_true) - int(positives[j])} negative records: fewer than "
+                   f"the {min_support} of each the macro AUC needs")
+            for j, name in enumerate(classes) if support[j] >= 1 and not chosen[j]}
+
+
+def usable_resample_weights(y_true: np.ndarray, in_macro: np.ndarray, n_resamples: int, seed: int
                             ) -> tuple[np.ndarray, str]:
-    """[kept, n] count weights of resamples in which every evaluable class has a positive and a negative.
+    """[n_resamples, n] count weights of resamples in which every macro class has a positive and a negative.
 
     Drawn in batches from one seeded stream until `n_resamples` qualify or `_MAX_DRAW_FACTOR * n_resamples`
-    were drawn. Returns the weights and a note (empty unless fewer than asked were kept).
+    were drawn; then the rest are plain resamples. Returns the weights and a note (empty unless plain
+    resamples were needed).
     """
     rng = np.random.default_rng(seed)
-    positives = y_true[:, evaluable].astype(bool)
-    kept, drawn = [], 0
-    while sum(len(k) for k in kept) < n_resamples and drawn < _MAX_DRAW_FACTOR * n_resamples:
-        batch = min(max(n_resamples, 64), _MAX_DRAW_FACTOR * n_resamples - drawn)
+    positives = y_true[:, in_macro].astype(bool)
+
+    def draw(batch: int) -> np.ndarray:
         indices = rng.integers(0, len(y_true), size=(batch, len(y_true)))
-        drawn += batch
         counts = np.zeros((batch, len(y_true)), dtype=np.int32)
         np.add.at(counts, (np.arange(batch)[:, None], indices), 1)
-        with_positive = (counts @ positives) > 0
-        with_negative = (counts @ ~positives) > 0
-        kept.append(counts[(with_positive & with_negative).all(axis=1)])
-    weights = np.concatenate(kept)[:n_resamples] if kept else np.zeros((0, len(y_true)), dtype=np.int32)
+        return counts
+
+    kept, drawn, n_kept = [], 0, 0
+    while n_kept < n_resamples and drawn < _MAX_DRAW_FACTOR * n_resamples:
+        batch = min(max(n_resamples, 64), _MAX_DRAW_FACTOR * n_resamples - drawn)
+        counts = draw(batch)
+        drawn += batch
+        qualified = counts[(((counts @ positives) > 0) & ((counts @ ~positives) > 0)).all(axis=1)]
+        kept.append(qualified)
+        n_kept += len(qualified)
     note = ""
-    if len(weights) < n_resamples:
-        note = (f"only {len(weights)} of {drawn} resamples held a positive and a negative record of every "
-                f"evaluable class")
-    return weights, note
+    if n_kept < n_resamples:
+        note = (f"only {n_kept} of {drawn} resamples held a positive and a negative record of every macro class; "
+                f"{n_resamples - n_kept} plain resamples average the macro classes they hold")
+        kept.append(draw(n_resamples - n_kept))
+    return np.concatenate(kept)[:n_resamples], note
 
 
 def weighted_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -170,6 +212,7 @@ class BootstrapAUC:
     confidence: float
     resampled_macro: np.ndarray
     note: str = ""
+    in_macro: np.ndarray | None = None  # [classes] bool: the classes the macro averages
 
     def __post_init__(self) -> None:
         self.resampled_macro = np.asarray(self.resampled_macro)
@@ -191,14 +234,24 @@ def _resampled_aucs(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray,
     return resampled
 
 
-def _usable_or_nothing(weights: np.ndarray, n_resamples: int) -> np.ndarray:
-    """The resamples, or none when too few qualified for a percentile interval to mean anything."""
-    return weights if len(weights) >= max(1, n_resamples // 2) else weights[:0]
+def _macro(aucs: np.ndarray, in_macro: np.ndarray) -> np.ndarray:
+    """Mean over the macro classes that each row holds (NaN only where it holds none)."""
+    chosen = aucs[..., in_macro]
+    held = np.isfinite(chosen)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(held, chosen, 0).sum(axis=-1) / held.sum(axis=-1)
+
+
+def _macro_or_error(y_true: np.ndarray) -> np.ndarray:
+    in_macro = macro_classes(y_true)
+    if not in_macro.any():
+        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
+    return in_macro
 
 
 def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
                   confidence: float = 0.95) -> BootstrapAUC:
-    """Per-class and macro AUC with seeded percentile bootstrap intervals (same classes in every resample).
+    """Per-class and macro AUC with seeded percentile bootstrap intervals (the macro over `macro_classes`).
 
     `y_true` [records, classes] in {0, 1}; `scores` [records, classes], any monotone score (logits).
     """
@@ -206,16 +259,13 @@ def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_resamples: int = 
         raise EvaluationError(f"n_resamples must be positive, got {n_resamples}")
     y_true, scores = validate(y_true, scores)
     point = per_class_auc(y_true, scores)
-    evaluable = np.isfinite(point)
-    if not evaluable.any():
-        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
-    weights, note = usable_resample_weights(y_true, evaluable, n_resamples, seed)
-    weights = _usable_or_nothing(weights, n_resamples)
-    resampled = _resampled_aucs(y_true, scores, weights, evaluable)
-    macro_samples = resampled[:, evaluable].mean(axis=1)
+    in_macro = _macro_or_error(y_true)
+    weights, note = usable_resample_weights(y_true, in_macro, n_resamples, seed)
+    resampled = _resampled_aucs(y_true, scores, weights, np.isfinite(point))
+    macro_samples = _macro(resampled, in_macro)
     per_class = [_percentile_interval(point[j], resampled[:, j], confidence) for j in range(y_true.shape[1])]
-    macro = _percentile_interval(float(np.mean(point[evaluable])), macro_samples, confidence)
-    return BootstrapAUC(per_class, macro, len(weights), confidence, macro_samples, note)
+    macro = _percentile_interval(float(np.mean(point[in_macro])), macro_samples, confidence)
+    return BootstrapAUC(per_class, macro, len(weights), confidence, macro_samples, note, in_macro)
 
 
 @dataclass(frozen=True)
@@ -228,6 +278,7 @@ class PairedDifference:
     high: float
     p_value: float
     n_resamples: int
+    in_macro: tuple[bool, ...] = ()  # per class: whether the macro AUC averaged it
 
 
 def paired_bootstrap(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, *, n_resamples: int = 1000,
@@ -239,23 +290,18 @@ def paired_bootstrap(y_true: np.ndarray, scores_a: np.ndarray, scores_b: np.ndar
     y_true, scores_a = validate(y_true, scores_a, "scores of model A")
     _, scores_b = validate(y_true, scores_b, "scores of model B")
     point_a, point_b = per_class_auc(y_true, scores_a), per_class_auc(y_true, scores_b)
-    evaluable = np.isfinite(point_a)
-    if not evaluable.any():
-        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
-    weights, _ = usable_resample_weights(y_true, evaluable, n_resamples, seed)
-    weights = _usable_or_nothing(weights, n_resamples)
-    if not len(weights):
-        raise EvaluationError("paired bootstrap: too few resamples hold a positive and a negative record of "
-                              "every evaluable class; the test set is too small for a CI")
-    macro_a = _resampled_aucs(y_true, scores_a, weights, evaluable)[:, evaluable].mean(axis=1)
-    macro_b = _resampled_aucs(y_true, scores_b, weights, evaluable)[:, evaluable].mean(axis=1)
-    difference = macro_a - macro_b
+    in_macro = _macro_or_error(y_true)
+    weights, _ = usable_resample_weights(y_true, in_macro, n_resamples, seed)
+    macro_a = _macro(_resampled_aucs(y_true, scores_a, weights, in_macro), in_macro)
+    macro_b = _macro(_resampled_aucs(y_true, scores_b, weights, in_macro), in_macro)
+    difference = (macro_a - macro_b)[np.isfinite(macro_a)]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(difference, [alpha, 1 - alpha])
     return PairedDifference(
-        observed=float(np.nanmean(point_a[evaluable]) - np.nanmean(point_b[evaluable])),
+        observed=float(np.mean(point_a[in_macro]) - np.mean(point_b[in_macro])),
         mean=float(difference.mean()), low=float(low), high=float(high),
         p_value=float((np.sum(difference <= 0) + 1) / (len(difference) + 1)), n_resamples=len(difference),
+        in_macro=tuple(bool(x) for x in in_macro),
     )
 
 
@@ -303,18 +349,15 @@ def _resampled_macro_differences(y_true: np.ndarray, scores_a: np.ndarray, score
                                  n_resamples: int, seed: int) -> tuple[float, np.ndarray]:
     """Observed macro AUC of A (minus B) and its values over record resamples (same classes throughout)."""
     y_true, scores_a = validate(y_true, scores_a, "scores of model A")
-    evaluable = np.isfinite(per_class_auc(y_true, scores_a))
-    if not evaluable.any():
-        raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")
-    weights, _ = usable_resample_weights(y_true, evaluable, n_resamples, seed)
-    weights = _usable_or_nothing(weights, n_resamples)
-    observed = float(np.mean(per_class_auc(y_true, scores_a)[evaluable]))
-    resampled = _resampled_aucs(y_true, scores_a, weights, evaluable)[:, evaluable].mean(axis=1)
+    in_macro = _macro_or_error(y_true)
+    weights, _ = usable_resample_weights(y_true, in_macro, n_resamples, seed)
+    observed = float(np.mean(per_class_auc(y_true, scores_a)[in_macro]))
+    resampled = _macro(_resampled_aucs(y_true, scores_a, weights, in_macro), in_macro)
     if scores_b is not None:
         _, scores_b = validate(y_true, scores_b, "scores of model B")
-        observed -= float(np.mean(per_class_auc(y_true, scores_b)[evaluable]))
-        resampled = resampled - _resampled_aucs(y_true, scores_b, weights, evaluable)[:, evaluable].mean(axis=1)
-    return observed, resampled
+        observed -= float(np.mean(per_class_auc(y_true, scores_b)[in_macro]))
+        resampled = resampled - _macro(_resampled_aucs(y_true, scores_b, weights, in_macro), in_macro)
+    return observed, resampled[np.isfinite(resampled)]
 
 
 def bootstrap_over_seeds(y_true: list[np.ndarray], scores_a: list[np.ndarray],

@@ -5,7 +5,8 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 
 | key | meaning |
 |---|---|
-| `test_macro_auc`, `test_macro_auc_ci_low`, `test_macro_auc_ci_high` | macro AUC over evaluable classes, 95% bootstrap CI |
+| `test_macro_auc`, `test_macro_auc_ci_low`, `test_macro_auc_ci_high` | macro AUC over the classes with at least 5 positive and 5 negative records (`metrics.macro_classes`), 95% bootstrap CI |
+| `test_macro_auc_all_classes` | macro AUC over every class with a positive and a negative record (Strodthoff et al.'s convention; no CI: rare classes make resamples meaningless) |
 | `test_auc_<CLASS>` (+ `_ci_low`, `_ci_high`) | per-class AUC with CI (absent for skipped classes) |
 | `test_micro_auc`, `test_fmax` | micro AUC; Strodthoff's F-max |
 | `test_ece`, `test_mce`, `test_brier`, `test_ece_classwise` | calibration of sigmoid(logits), pooled (see calibration.py) |
@@ -13,7 +14,7 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 | `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val (or the stored thresholds) |
 | `test_challenge_score` | the official CinC challenge metric: the model outputs every scored class of the weights table (`cinc2020`, `cinc2021` label sets) |
 | `test_challenge_score_partial` | the same formula over only the scored classes the model has (e.g. 8 of shared18; no normal class, so the reference outputs nothing): not comparable to challenge results |
-| `test_n_records`, `test_n_classes_evaluated`, `test_bootstrap_resamples` | context (per-epoch `val_macro_auc` is logged by training) |
+| `test_n_records`, `test_n_classes_evaluated`, `test_n_classes_in_macro`, `test_bootstrap_resamples` | context: classes with a defined AUC, classes the macro averages (per-epoch `val_macro_auc` is logged by training) |
 
 Calibration is fitted on validation logits, or taken as stored with a model (`StoredCalibration`: the
 calibrator and thresholds fitted on the model's own validation split), never on the records it is scored on.
@@ -52,7 +53,8 @@ class EvaluationReport:
     classes: tuple[str, ...]
     metrics: dict[str, float]
     per_class: pd.DataFrame
-    skipped: dict[str, str]
+    skipped: dict[str, str]  # classes without a defined AUC (no positive or no negative record)
+    left_out: dict[str, str]  # classes with an AUC but too few records for the macro AUC (metrics.macro_classes)
     calibrators: dict[str, Calibrator]
     primary_calibration: str
     thresholds: np.ndarray
@@ -66,6 +68,9 @@ class EvaluationReport:
                 f"({self.primary_calibration})")
         if self.skipped:
             line += f"  skipped: {', '.join(f'{c} ({r})' for c, r in self.skipped.items())}"
+        if self.left_out:
+            line += (f"  left out of the macro ({len(self.left_out)} classes with fewer than {m.MIN_CLASS_SUPPORT} "
+                     f"positive or negative records): {', '.join(self.left_out)}")
         return line
 
 
@@ -105,13 +110,16 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
         raise m.EvaluationError(f"{len(classes)} class names for {y_test.shape[1]} test columns")
     make_calibrator(primary_calibration)  # fail early on an unknown name
     skipped = m.skipped_classes(y_test, classes)
+    left_out = m.left_out_classes(y_test, classes)
     boot = m.bootstrap_auc(y_test, logits_test, n_resamples=n_bootstrap, seed=seed)
     probabilities = expit(logits_test)
     metrics: dict[str, float] = {
         f"{split}_macro_auc": boot.macro.estimate, f"{split}_macro_auc_ci_low": boot.macro.low,
-        f"{split}_macro_auc_ci_high": boot.macro.high, f"{split}_micro_auc": m.micro_auc(y_test, logits_test),
+        f"{split}_macro_auc_ci_high": boot.macro.high, f"{split}_macro_auc_all_classes": m.macro_auc(y_test, logits_test),
+        f"{split}_micro_auc": m.micro_auc(y_test, logits_test),
         f"{split}_fmax": m.fmax(y_test, probabilities), f"{split}_n_records": float(len(y_test)),
         f"{split}_n_classes_evaluated": float(len(classes) - len(skipped)),
+        f"{split}_n_classes_in_macro": float(boot.in_macro.sum()),
         f"{split}_bootstrap_resamples": float(boot.n_resamples),
     }
     for name, interval in zip(classes, boot.per_class, strict=True):
@@ -158,7 +166,8 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
         "brier": raw.per_class_brier,
         "threshold": thresholds,
         "f1": at_threshold["f1"], "precision": at_threshold["precision"], "recall": at_threshold["recall"],
-        "skipped": [skipped.get(name, "") for name in classes],
+        "in_macro": boot.in_macro,
+        "skipped": [skipped.get(name, left_out.get(name, "")) for name in classes],
     })
     figures = {}
     if with_figures:
@@ -168,4 +177,5 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
             "reliability_per_class": reliability_small_multiples(y_test, methods, classes),
             "roc": roc_figure(y_test, logits_test, classes, [i.estimate for i in boot.per_class]),
         }
-    return EvaluationReport(classes, metrics, per_class, skipped, calibrators, primary_calibration, thresholds, figures)
+    return EvaluationReport(classes, metrics, per_class, skipped, left_out, calibrators, primary_calibration, thresholds,
+                            figures)

@@ -29,8 +29,9 @@ from ecgtl.config import flatten
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.calibration import calibration_summary, calibrator_from_dict
-from ecgtl.evaluation.metrics import paired_bootstrap
+from ecgtl.evaluation.metrics import left_out_classes, paired_bootstrap
 from ecgtl.inference import load_bundle
+from ecgtl.inputs import input_mismatch
 from ecgtl.stages.configs import PromoteConfig  # noqa: F401 (re-exported)
 
 STAGE = "promote"
@@ -51,6 +52,8 @@ class Decision:
     ece_champion: float = float("nan")
     n_records: int = 0
     scored_from: str = ""
+    classes: str = ""  # the classes the AUC gain averaged (metrics.macro_classes), comma-separated
+    left_out: str = ""  # classes with an AUC on these records but too few of them for the macro
 
     def tags(self) -> dict[str, str]:
         return {f"ecgtl.promotion.{key}": (f"{value:.6g}" if isinstance(value, float) else str(value))
@@ -62,10 +65,8 @@ class Decision:
 
 
 def _comparable(challenger_info, champion_info) -> None:
-    a, b = challenger_info.input_pipeline(), champion_info.input_pipeline()
-    differences = [what for what, x, y in (("classes", list(challenger_info.classes), list(champion_info.classes)),
-                                           ("leads", a.leads, b.leads), ("sampling rate", a.fs, b.fs),
-                                           ("input domain", a.domain, b.domain)) if x != y]
+    differences = (["classes"] if list(challenger_info.classes) != list(champion_info.classes) else []) + \
+        input_mismatch(challenger_info.input_pipeline().contract, champion_info.input_pipeline().contract)
     if differences:
         raise EcgtlError(f"the challenger was trained on other {' and '.join(differences)} than the champion; "
                          "their scores are not comparable")
@@ -117,6 +118,8 @@ def decide(config: PromoteConfig) -> Decision:
         _comparable(info_a, info_b)
         labels, logits_a, logits_b, source = _test_scores(challenger, champion, folder)
     gain = paired_bootstrap(labels, logits_a, logits_b, n_resamples=config.n_bootstrap, seed=config.seed)
+    covered = [name for name, inside in zip(info_a.classes, gain.in_macro, strict=True) if inside]
+    left_out = list(left_out_classes(labels, info_a.classes))
     ece_a, ece_b = _ece(info_a, labels, logits_a), _ece(info_b, labels, logits_b)
     better = gain.low > config.margin
     calibrated = ece_a - ece_b <= config.ece_tolerance
@@ -129,8 +132,9 @@ def decide(config: PromoteConfig) -> Decision:
     else:
         reason = (f"ECE {ece_a:.4f} is worse than the champion's {ece_b:.4f} by more than {config.ece_tolerance:g} "
                   f"(AUC gain {gain.observed:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}] would have passed)")
+    reason += f" (macro over {len(covered)} classes" + (f"; {len(left_out)} too rare left out)" if left_out else ")")
     return Decision(config.model, number, int(champion.version), better and calibrated, reason, gain.observed,
-                    gain.low, gain.high, ece_a, ece_b, len(labels), source)
+                    gain.low, gain.high, ece_a, ece_b, len(labels), source, ",".join(covered), ",".join(left_out))
 
 
 def promote(config: PromoteConfig) -> Decision:
@@ -143,7 +147,7 @@ def promote(config: PromoteConfig) -> Decision:
     with tracking.stage_run(f"promote-{config.model}-v{decision.challenger}", tags, flatten(config)):
         tracking.log_epoch(0, {k: v for k, v in asdict(decision).items()
                                if isinstance(v, float) and np.isfinite(v)})
-        tracking.set_tags({"ecgtl.reason": decision.reason[:4000]})
+        tracking.set_tags({"ecgtl.reason": decision.reason[:4000], **decision.tags()})
         tracking.tag_version(config.model, decision.challenger, decision.tags())  # before the alias moves
         if decision.promote:
             tracking.move_alias(config.model, CHAMPION, decision.challenger)

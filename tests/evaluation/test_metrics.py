@@ -65,33 +65,68 @@ def test_bootstrap_ci_covers_the_true_auc_about_95_percent():
 
 
 def test_every_resample_averages_the_same_classes():
-    """A class with one positive record: a third of plain resamples lack it. Those are redrawn, so each
-    resampled macro AUC is a mean over the same classes as the estimate."""
+    """Classes with enough records are in every kept resample (rare draws lacking one are redrawn), so each
+    resampled macro AUC is a mean over the same classes as the estimate; a single-positive class is left out."""
     rng = np.random.default_rng(3)
     y = np.zeros((60, 3), dtype=int)
     y[:30, 0] = 1
-    y[::3, 1] = 1
-    y[7, 2] = 1  # a single positive
+    y[::12, 1] = 1  # 5 positives: just enough
+    y[7, 2] = 1  # a single positive: its AUC is reported, not averaged
     scores = y + rng.standard_normal(y.shape)
-    weights, note = m.usable_resample_weights(y, np.array([True, True, True]), 400, seed=0)
+    in_macro = m.macro_classes(y)
+    assert in_macro.tolist() == [True, True, False]
+    weights, note = m.usable_resample_weights(y, in_macro, 400, seed=0)
     assert len(weights) == 400 and note == ""
-    assert (weights[:, 7] > 0).all()  # the lone positive is in every kept resample
+    assert ((weights @ y[:, 1]) > 0).all()  # the 5-positive class is in every kept resample
     result = m.bootstrap_auc(y, scores, n_resamples=400, seed=0)
     assert result.n_resamples == 400 and np.isfinite(result.resampled_macro).all()
-    per_class = np.stack([m.weighted_auc(y[:, j], scores[:, j], weights) for j in range(3)], axis=1)
+    per_class = np.stack([m.weighted_auc(y[:, j], scores[:, j], weights) for j in range(2)], axis=1)
     np.testing.assert_allclose(result.resampled_macro, per_class.mean(axis=1))
+    assert result.macro.estimate == pytest.approx(np.mean(m.per_class_auc(y, scores)[:2]))
+    assert np.isfinite(result.per_class[2].estimate)  # still reported per class
+    assert set(m.left_out_classes(y, list("ABC"))) == {"C"}
 
 
-def test_bootstrap_says_when_resamples_cannot_hold_every_class():
-    y = np.zeros((200, 2), dtype=int)
-    y[:100, 0] = 1
-    y[0, 1] = 1  # one positive in 200 records: only ~63% of resamples keep it ...
-    y[1:199, 1] = 0
-    scores = y + np.random.default_rng(0).standard_normal(y.shape)
-    result = m.bootstrap_auc(y, scores, n_resamples=200, seed=0)
-    assert result.n_resamples == 200  # ... which redrawing still fills
+def test_macro_classes_fall_back_to_the_best_supported_classes():
+    y = np.zeros((40, 4), dtype=int)
+    y[:2, 0] = 1  # 2 positives
+    y[5:8, 1] = 1  # 3 positives
+    y[9, 2] = 1  # 1 positive
+    assert m.macro_classes(y).tolist() == [False, True, False, False]  # none reaches 5: the best supported
+    assert m.macro_classes(np.zeros((5, 2), dtype=int)).tolist() == [False, False]
+
+
+def test_bootstrap_fills_up_with_plain_resamples_when_redrawing_cannot_hold_every_class():
     _, note = m.usable_resample_weights(np.eye(60, 30, dtype=int), np.ones(30, dtype=bool), 50, seed=0)
-    assert "only" in note  # 30 single-positive classes: almost no resample holds them all
+    assert "plain resamples" in note  # 30 single-positive classes: almost no resample holds them all
+    y = np.eye(60, 30, dtype=int)
+    result = m.bootstrap_auc(y, y + np.random.default_rng(0).standard_normal(y.shape), n_resamples=50, seed=0)
+    assert result.n_resamples == 50 and np.isfinite([result.macro.low, result.macro.high]).all()
+
+
+def _small_test_set(seed=0):
+    """40 records, six classes: two common ones and four with one or two positives."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((40, 6), dtype=int)
+    y[rng.choice(40, 12, replace=False), 0] = 1
+    y[rng.choice(40, 8, replace=False), 1] = 1
+    for j, count in zip(range(2, 6), (1, 2, 1, 2), strict=True):
+        y[rng.choice(40, count, replace=False), j] = 1
+    return y
+
+
+def test_every_interval_is_finite_on_a_small_test_set_with_rare_classes():
+    y = _small_test_set()
+    rng = np.random.default_rng(1)
+    better, worse = y * 2.0 + rng.standard_normal(y.shape), y * 0.3 + rng.standard_normal(y.shape)
+    result = m.bootstrap_auc(y, better, n_resamples=300, seed=0)
+    assert np.isfinite([result.macro.estimate, result.macro.low, result.macro.high]).all()
+    assert result.in_macro.tolist() == [True, True, False, False, False, False] and result.note == ""
+    paired = m.paired_bootstrap(y, better, worse, n_resamples=300, seed=0)
+    assert np.isfinite([paired.observed, paired.low, paired.high]).all() and paired.n_resamples == 300
+    assert paired.in_macro == (True, True, False, False, False, False)
+    seeds = m.bootstrap_over_seeds([y, y, y], [better] * 3, [worse] * 3, n_resamples=300, seed=0)
+    assert np.isfinite([seeds.estimate, seeds.low, seeds.high]).all()
 
 
 def test_paired_bootstrap():
