@@ -39,7 +39,7 @@ from ecgtl.errors import DatasetError, RecordError
 from ecgtl.paths import cache_root
 
 # Bump when the cache's content for the same inputs would change (resampling, cropping, layout).
-CACHE_FORMAT_VERSION = "1"
+CACHE_FORMAT_VERSION = "2"  # 2: CinC #Dx abbreviations mapped to SNOMED-CT
 _CHUNK = 64
 _IN_PROCESS_BELOW = 256  # a process pool costs more than it saves for a handful of records
 
@@ -261,7 +261,7 @@ def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool =
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
     try:
-        index = source.index.drop(columns=["codes"]).assign(split=split)
+        index = source.index.drop(columns=["codes", "unknown_codes"], errors="ignore").assign(split=split)
         index["row"] = 0
         tasks = []
         for name in SPLITS:

@@ -1,4 +1,9 @@
-"""PhysioNet/CinC 2020/2021 layout: `*.hea` + `*.mat` (key `val`) anywhere below a folder, SNOMED-CT `#Dx`."""
+"""PhysioNet/CinC 2020/2021 layout: `*.hea` + `*.mat` (key `val`) anywhere below a folder, SNOMED-CT `#Dx`.
+
+Early releases wrote abbreviations instead of codes (the first 2020 CPSC release: `#Dx: RBBB`, `I-AVB`, `AF`);
+they are mapped to SNOMED-CT through the challenges' own tables (`labels.snomed_dx`), and tokens that are
+neither a known code nor an abbreviation are listed per record (`unknown_codes`) for `inspect` to report.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgtl.data.labels import snomed_dx
 from ecgtl.data.records import lead_order, parse_header
 from ecgtl.data.sources import RecordProblem, RecordSource
 from ecgtl.data.splits import persisted_split
@@ -62,8 +68,10 @@ class CincSource(RecordSource):
                 self.problems.append(RecordProblem(path.stem, str(path), f"{path}: duplicate record name"))
                 continue
             seen.add(path.stem)
-            rows.append((path.stem, str(path), header.age, header.sex, header.dx_codes, origin_of(path.stem)))
-        self.index = pd.DataFrame(rows, columns=["record_id", "header_path", "age", "sex", "codes", "origin"])
+            codes, unknown = snomed_dx(header.dx_codes)
+            rows.append((path.stem, str(path), header.age, header.sex, codes, unknown, origin_of(path.stem)))
+        self.index = pd.DataFrame(rows, columns=["record_id", "header_path", "age", "sex", "codes", "unknown_codes",
+                                                 "origin"])
 
     def splits(self, seed: int, split_dir: Path) -> np.ndarray:
         codes = sorted({c for record_codes in self.index["codes"] for c in record_codes})

@@ -39,6 +39,7 @@ class Inspection:
             )
             no_codes = int((self.records["codes"].map(len) == 0).sum())
             lines.append(f"no codes  {no_codes} records carry no diagnosis codes")
+            lines.append(f"unknown   {unknown_codes_line(self.records)}")
             lines.append(f"labels    {self.label_set}: {int(self.class_counts.any(axis=1).sum())} records with "
                          "at least one class")
             width = max(len(c) for c in self.classes)
@@ -48,6 +49,18 @@ class Inspection:
             lines.append(f"skipped   {len(self.problems)} records:")
             lines.extend(f"  {problem.reason}" for problem in self.problems)
         return "\n".join(lines)
+
+
+def unknown_codes_line(records: pd.DataFrame, examples: int = 5) -> str:
+    """How many records carry codes that the dataset's vocabulary does not define, with the commonest ones."""
+    unknown = records["unknown_codes"] if "unknown_codes" in records else pd.Series([()] * len(records))
+    counts = pd.Series([code for codes in unknown for code in codes], dtype=object).value_counts()
+    n_records = int((unknown.map(len) > 0).sum())
+    if not n_records:
+        return "0 records carry codes ecgtl does not know"
+    shown = ", ".join(f"{code} ({count})" for code, count in counts.head(examples).items())
+    more = f", and {len(counts) - examples} more" if len(counts) > examples else ""
+    return f"{n_records} records carry codes ecgtl does not know (they match no class): {shown}{more}"
 
 
 def inspect_dataset(spec: DatasetSpec | str, label_set: str = "shared18", fs: float = 100,

@@ -9,8 +9,11 @@ are aggregated to their subclass / class from `scp_statements.csv`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -45,6 +48,40 @@ SHARED18: tuple[str, ...] = tuple(SHARED18_MAP)
 # RBBB 59118001 == CRBBB 713427006 (Georgia codes complete RBBB mostly as 59118001),
 # CLBBB 733534002 == LBBB 164909002.
 SNOMED_EQUIVALENCES: dict[str, str] = {"59118001": "713427006", "733534002": "164909002"}
+
+# The challenges' diagnosis vocabulary: every SNOMED-CT code of the 2020 and 2021 `dx_mapping_scored.csv` /
+# `dx_mapping_unscored.csv` tables with its abbreviation (`cinc_codes.csv`, shipped with the package).
+CINC_CODES_FILE = "cinc_codes.csv"
+# Abbreviations the first 2020 CPSC release writes that the tables spell otherwise ("Normal" is sinus rhythm).
+DX_ABBREVIATION_ALIASES: dict[str, str] = {"NORMAL": "426783006"}
+
+
+def _abbreviation_key(text: str) -> str:
+    """'I-AVB', 'iavb', 'I AVB' -> 'IAVB': the first CPSC release hyphenates what the tables write as one word."""
+    return re.sub(r"[\s_-]", "", text).upper()
+
+
+@cache
+def cinc_vocabulary() -> tuple[frozenset[str], dict[str, str]]:
+    """(known SNOMED-CT codes, abbreviation key -> code) of the challenges' diagnosis tables."""
+    table = pd.read_csv(resources.files("ecgtl.data").joinpath(CINC_CODES_FILE), dtype=str)
+    by_abbreviation = {_abbreviation_key(a): c for a, c in zip(table["abbreviation"], table["snomed_code"], strict=True)}
+    return frozenset(table["snomed_code"]), {**by_abbreviation, **DX_ABBREVIATION_ALIASES}
+
+
+def snomed_dx(tokens: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`#Dx` tokens -> (codes, unknown): an abbreviation of the challenge tables becomes its SNOMED-CT code
+    (`RBBB` -> 59118001, `I-AVB` -> 270492004); `unknown` lists the tokens that are neither a code of the
+    tables nor one of their abbreviations (they stay in `codes`, where no label set matches them)."""
+    known, by_abbreviation = cinc_vocabulary()
+    codes, unknown = [], []
+    for token in tokens:
+        code = token if token.isdigit() else by_abbreviation.get(_abbreviation_key(token), token)
+        codes.append(code)
+        if code not in known:
+            unknown.append(token)
+    return tuple(codes), tuple(unknown)
+
 
 PTBXL_LABEL_SET_KINDS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 

@@ -93,10 +93,13 @@ class PtbxlSource(RecordSource):
             "age": ages.where(ages < _PTBXL_CENSORED_AGE, 90.0),
             "sex": [normalise_sex(s) for s in present.get("sex", pd.Series([None] * len(present)))],
             "codes": [_parse_scp_codes(t, self.database_path, i) for t, i in zip(present["scp_codes"], present["ecg_id"], strict=True)],
+            "unknown_codes": None,
             "patient_id": present.get("patient_id"),
             "strat_fold": folds[usable].astype(int).to_numpy(),
             "origin": "PTB-XL",
         })
+        known = set(self.statements.index)
+        self.index["unknown_codes"] = [tuple(c for c in codes if c not in known) for codes in self.index["codes"]]
 
     def _patients_within_one_fold(self, database: pd.DataFrame, folds: pd.Series, usable: np.ndarray) -> np.ndarray:
         """False for every record of a patient whose records sit in different folds (a data error: such a

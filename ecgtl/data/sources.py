@@ -36,7 +36,8 @@ class RecordProblem:
 class RecordSource(ABC):
     """Records of one dataset: an index (one row per readable-looking record) plus indexing problems.
 
-    `index` has at least: record_id, header_path, age, sex, codes (tuple), origin.
+    `index` has at least: record_id, header_path, age, sex, codes (tuple), unknown_codes (tuple: codes the
+    dataset's vocabulary does not define), origin.
     """
 
     root: Path

@@ -114,3 +114,44 @@ def test_unknown_label_sets_are_clear_errors():
         get_label_set("ptbxl-diagnostic")
     with pytest.raises(DatasetError, match="SCP codes only"):
         ptbxl_label_set("all", SCP_STATEMENTS).encode_snomed([["164873001"]])
+
+
+# ------------------------------------------------------------------------------ early CinC abbreviations
+def test_early_cpsc_abbreviations_get_their_classes_and_unknown_codes_are_reported(tmp_path):
+    """The first 2020 CPSC release writes `#Dx: RBBB`, `I-AVB`, `AF`, `Normal`: every label used to be lost."""
+    from conftest import digital_ecg, write_cinc
+
+    from ecgtl.data.cinc import CincSource
+    from ecgtl.data.inspect import inspect_dataset
+
+    dx = ["RBBB", "I-AVB", "AF,RBBB", "Normal", "LBBB", "PVC", "XYZ", "270492004,QQQ"]
+    for i, value in enumerate(dx):
+        write_cinc(tmp_path / "cpsc", f"A{i + 1:04d}", digital_ecg(seed=i), dx=value)
+    source = CincSource(tmp_path / "cpsc")
+    assert list(source.index["codes"])[:6] == [("59118001",), ("270492004",), ("164889003", "59118001"),
+                                              ("426783006",), ("164909002",), ("427172004",)]
+    assert [u for u in source.index["unknown_codes"] if u] == [("XYZ",), ("QQQ",)]
+    labels, classes = source.label_matrix("shared18")
+    positive = {record: [classes[j] for j in np.flatnonzero(row)] for record, row in zip(source.index["record_id"], labels, strict=True)}
+    assert positive["A0001"] == ["CRBBB"] and positive["A0002"] == ["1AVB"] and positive["A0005"] == ["CLBBB"]
+    assert positive["A0008"] == ["1AVB"]
+    cinc2021, names = source.label_matrix("cinc2021")
+    assert [names[j] for j in np.flatnonzero(cinc2021[2])] == ["AF", "CRBBB"]
+    report = inspect_dataset(str(tmp_path / "cpsc"), progress=False).render()
+    assert "2 records carry codes ecgtl does not know" in report and "XYZ (1)" in report and "QQQ (1)" in report
+    assert "shared18: 5 records with at least one class" in report
+
+
+def test_shipped_code_table_is_the_challenge_tables(shared_samples):
+    """`cinc_codes.csv` holds every code and abbreviation of the 2020 and 2021 dx_mapping tables, no other."""
+    from ecgtl.data.labels import cinc_vocabulary
+
+    expected = {}
+    for path in sorted((shared_samples / "label-maps").glob("*/dx_mapping_*.csv")):
+        table = pd.read_csv(path, dtype=str)
+        code_column = next(c for c in table.columns if c.replace(" ", "").lower() == "snomedctcode")
+        expected.update(zip(table[code_column].str.strip(), table["Abbreviation"].str.strip(), strict=True))
+    known, by_abbreviation = cinc_vocabulary()
+    assert known == set(expected)
+    for code, abbreviation in expected.items():
+        assert by_abbreviation[abbreviation.upper().replace("-", "")] == code
