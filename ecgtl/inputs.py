@@ -4,6 +4,7 @@ input domains, window aggregations."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ecgtl.errors import EcgtlError
 
@@ -12,6 +13,9 @@ STANDARD_LEADS: tuple[str, ...] = (
 )
 DOMAINS = ("time", "fft_abs", "fft_real", "fft_imag")
 AGGREGATIONS = ("max", "mean")
+# Amplitude convention: `dataset` keeps the units (mV) and lets the fitted lead scaler standardise; `record`
+# first standardises each lead of each record (ecgtl.data.signal.standardise_records).
+SCALINGS = ("dataset", "record")
 LEAD_GROUPS: dict[str, tuple[str, ...]] = {
     "all12": STANDARD_LEADS,
     "limb6": STANDARD_LEADS[:6],
@@ -43,3 +47,24 @@ def leads_label(leads: Sequence[str]) -> str:
     """The short name of a lead selection (`all12`, `limb6`, or `I,II`), for run names and tables."""
     leads = tuple(leads)
     return next((name for name, group in LEAD_GROUPS.items() if group == leads), ",".join(leads))
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What a model expects of its inputs; two models (or a model and a dataset) must agree on all of it."""
+
+    fs: float
+    leads: tuple[str, ...]
+    domain: str
+    scaling: str = "dataset"
+
+    def describe(self) -> str:
+        return f"{leads_label(self.leads)} leads, {self.domain}, {self.fs:g} Hz, {self.scaling} scaling"
+
+
+_CONTRACT_NAMES = {"fs": "sampling rate", "leads": "leads", "domain": "input domain", "scaling": "scaling"}
+
+
+def input_mismatch(a: InputContract, b: InputContract) -> list[str]:
+    """The parts of two input contracts that differ, by name ("sampling rate", "leads", ...)."""
+    return [name for attribute, name in _CONTRACT_NAMES.items() if getattr(a, attribute) != getattr(b, attribute)]

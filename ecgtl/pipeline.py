@@ -2,6 +2,7 @@
 
 cache signals [records, 12, samples] at `fs`
   -> windows: random crops for training, sliding windows (stride) for evaluation, each `crop_s` long
+  (`scaling=record`: each lead of each record first standardised over its real samples, see data/signal.py)
   -> lead selection (`leads`: any subset of the 12 standard leads, in standard order)
   -> input domain per window (`domain`): `time`, or the window's real FFT magnitude (`fft_abs`), real part
      (`fft_real`) or imaginary part (`fft_imag`), `crop // 2 + 1` frequency bins per lead
@@ -23,7 +24,8 @@ from torch import nn
 
 from ecgtl.data.dataset import LeadScaler, batch_bounds, sliding_windows, valid_lengths, window_starts
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import AGGREGATIONS, DOMAINS, STANDARD_LEADS, leads_label, parse_leads
+from ecgtl.data.signal import standardise_records
+from ecgtl.inputs import AGGREGATIONS, DOMAINS, SCALINGS, STANDARD_LEADS, InputContract, leads_label, parse_leads
 
 
 def to_domain(windows: np.ndarray, domain: str) -> np.ndarray:
@@ -44,8 +46,11 @@ class InputPipeline:
     stride_s: float = 1.25
     aggregation: str = "max"
     scaler: LeadScaler | None = None
+    scaling: str = "dataset"
 
     def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise EcgtlError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
         if self.domain not in DOMAINS:
             raise EcgtlError(f"domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
         if self.aggregation not in AGGREGATIONS:
@@ -73,6 +78,15 @@ class InputPipeline:
         return self.crop if self.domain == "time" else self.crop // 2 + 1
 
     @property
+    def contract(self) -> InputContract:
+        return InputContract(self.fs, self.leads, self.domain, self.scaling)
+
+    def records(self, signals: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Whole records [n, 12, samples] as the pipeline takes them: standardised per record and lead under
+        `scaling=record` (over their real samples), else as they are."""
+        return standardise_records(signals, lengths) if self.scaling == "record" else signals
+
+    @property
     def lead_index(self) -> np.ndarray:
         return np.array([STANDARD_LEADS.index(lead) for lead in self.leads])
 
@@ -90,11 +104,12 @@ class InputPipeline:
         Time domain: over every real sample; FFT domains: over the sliding windows' spectra.
         """
         if self.domain == "time":
-            scaler = LeadScaler.fit(_Selected(signals, self.lead_index), lengths)
+            scaler = LeadScaler.fit(_Selected(signals, self.lead_index, self, lengths), lengths)
         else:
             blocks = []
             for start in range(0, len(signals), 256):
-                block = np.asarray(signals[start:start + 256], dtype=np.float32)[:, self.lead_index]
+                block = self.records(np.asarray(signals[start:start + 256], dtype=np.float32),
+                                     lengths[start:start + 256])[:, self.lead_index]
                 windows, per_record = sliding_windows(block, self.crop, self.stride)
                 usable = _usable_windows(window_starts(block.shape[-1], self.crop, self.stride), self.crop,
                                          lengths[start:start + 256])
@@ -116,7 +131,7 @@ class InputPipeline:
         crop = self.crop
         for start, end in batch_bounds(len(order), batch_size):
             batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
-            signals = np.asarray(split.signals[batch_rows])
+            signals = self.records(np.asarray(split.signals[batch_rows]), lengths[batch_rows])
             room = np.maximum(lengths[batch_rows] - crop, 0)
             offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
             positions = np.clip(offsets[:, None] + np.arange(crop)[None, :], 0, signals.shape[-1] - 1)
@@ -139,7 +154,8 @@ class InputPipeline:
         lengths = np.full(len(signals), np.asarray(signals).shape[-1]) if lengths is None else np.asarray(lengths)
         outputs = []
         for start in range(0, len(signals), batch_records):
-            block = np.asarray(signals[start:start + batch_records], dtype=np.float32)
+            block = self.records(np.asarray(signals[start:start + batch_records], dtype=np.float32),
+                                 lengths[start:start + batch_records])
             windows, per_record = sliding_windows(block, self.crop, self.stride)
             starts = window_starts(block.shape[-1], self.crop, self.stride)
             batch = torch.from_numpy(self.inputs(windows)).to(device)
@@ -157,17 +173,17 @@ class InputPipeline:
     def to_dict(self) -> dict:
         return {"fs": self.fs, "leads": list(self.leads), "domain": self.domain, "crop_s": self.crop_s,
                 "stride_s": self.stride_s, "aggregation": self.aggregation,
-                "scaler": self.scaler.to_dict() if self.scaler is not None else None}
+                "scaler": self.scaler.to_dict() if self.scaler is not None else None, "scaling": self.scaling}
 
     @classmethod
     def from_dict(cls, data: dict) -> InputPipeline:
         scaler = LeadScaler.from_dict(data["scaler"]) if data.get("scaler") else None
         return cls(fs=float(data["fs"]), leads=tuple(data.get("leads", STANDARD_LEADS)),
                    domain=data.get("domain", "time"), crop_s=float(data["crop_s"]), stride_s=float(data["stride_s"]),
-                   aggregation=data.get("aggregation", "max"), scaler=scaler)
+                   aggregation=data.get("aggregation", "max"), scaler=scaler, scaling=data.get("scaling", "dataset"))
 
     def describe(self) -> str:
-        return (f"{leads_label(self.leads)} leads, {self.domain}, {self.fs:g} Hz, {self.crop_s:g} s windows "
+        return (f"{self.contract.describe()}, {self.crop_s:g} s windows "
                 f"(stride {self.stride_s:g} s, {self.aggregation})")
 
 
@@ -177,14 +193,15 @@ def _usable_windows(starts: np.ndarray, crop: int, lengths: np.ndarray) -> np.nd
 
 
 class _Selected:
-    """A lazy lead selection of a (memory-mapped) [n, 12, samples] array, read chunk by chunk."""
+    """A lazy lead selection of a (memory-mapped) [n, 12, samples] array as the pipeline takes its records,
+    read chunk by chunk (slices only)."""
 
-    def __init__(self, signals: np.ndarray, index: np.ndarray) -> None:
-        self.signals, self.index = signals, index
+    def __init__(self, signals: np.ndarray, index: np.ndarray, pipeline: InputPipeline, lengths: np.ndarray) -> None:
+        self.signals, self.index, self.pipeline, self.lengths = signals, index, pipeline, lengths
         self.shape = (signals.shape[0], len(index), signals.shape[-1])
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, key) -> np.ndarray:
-        return np.asarray(self.signals[key])[:, self.index]
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return self.pipeline.records(np.asarray(self.signals[key]), self.lengths[key])[:, self.index]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -80,3 +81,58 @@ def test_fft_scaler_is_fitted_on_spectra_and_pipelines_round_trip(prepared_tiny)
     assert abs(float(batch.mean())) < 0.5  # standardised
     restored = InputPipeline.from_dict(spectral.to_dict())
     assert restored.to_dict() == spectral.to_dict()
+
+
+# ------------------------------------------------------------------------------ data.scaling=record
+def test_standardise_records_uses_real_samples_only_and_leaves_padding_and_flat_leads_at_zero():
+    from ecgtl.data.signal import standardise_records
+
+    rng = np.random.default_rng(0)
+    signals = (rng.standard_normal((2, 12, 1000)) * 3 + 5).astype(np.float32)
+    signals[1, :, 600:] = 0  # padding
+    signals[0, 4] = 2.5  # a flat lead
+    out = standardise_records(signals, np.array([1000, 600]))
+    np.testing.assert_allclose(out[1, :, :600].mean(axis=-1), 0, atol=1e-5)
+    np.testing.assert_allclose(out[1, :, :600].std(axis=-1), 1, atol=1e-4)
+    assert (out[1, :, 600:] == 0).all() and (out[0, 4] == 0).all() and out.dtype == np.float32
+
+
+def test_record_scaling_makes_training_and_inference_blind_to_each_records_units():
+    """The same records in mV, in µV with an offset, or already standardised: under scaling=record the model sees
+    identical inputs in training batches, the fitted scaler and logits (so predict and serving, which call
+    predict_logits, agree too); under scaling=dataset it does not."""
+    from ecgtl.data.cache import SplitData
+
+    rng = np.random.default_rng(1)
+    millivolts = _signals(n=6) * rng.uniform(0.2, 3.0, size=(6, 12, 1)).astype(np.float32)
+    rescaled = millivolts * 1000 + 40  # µV with a baseline
+    lengths = np.full(6, millivolts.shape[-1])
+    labels = np.zeros((6, 4), dtype=np.uint8)
+    model = create_model("xresnet1d18", 4, n_leads=12)
+    for scaling, same in (("record", True), ("dataset", False)):
+        fitted = InputPipeline(fs=100, scaling=scaling).fit_scaler(millivolts, lengths)
+        refitted = InputPipeline(fs=100, scaling=scaling).fit_scaler(rescaled, lengths)
+        assert np.allclose(fitted.scaler.std, refitted.scaler.std, rtol=1e-3) is same
+        batch_mv = next(fitted.train_batches(SplitData(millivolts, labels, pd.DataFrame(index=range(6))), np.arange(6), 6, seed=0, epoch=0))[0]
+        batch_uv = next(fitted.train_batches(SplitData(rescaled, labels, pd.DataFrame(index=range(6))), np.arange(6), 6, seed=0, epoch=0))[0]
+        assert torch.allclose(batch_mv, batch_uv, atol=1e-3) is same
+        torch.manual_seed(0)
+        logits_mv, logits_uv = fitted.predict_logits(model, millivolts), fitted.predict_logits(model, rescaled)
+        assert np.allclose(logits_mv, logits_uv, atol=1e-3) is same
+    restored = InputPipeline.from_dict(fitted.to_dict())
+    assert restored.scaling == "dataset" and InputPipeline.from_dict(
+        InputPipeline(fs=100, scaling="record").to_dict()).scaling == "record"
+    assert InputPipeline.from_dict({k: v for k, v in fitted.to_dict().items() if k != "scaling"}).scaling == "dataset"
+    with pytest.raises(EcgtlError, match="scaling must be one of"):
+        InputPipeline(fs=100, scaling="lead")
+
+
+def test_a_model_and_data_that_differ_in_scaling_are_refused_before_training():
+    from ecgtl.inputs import InputContract, input_mismatch
+    from ecgtl.stages.configs import DataConfig
+
+    assert DataConfig(scaling="record").contract != DataConfig().contract
+    assert input_mismatch(DataConfig(scaling="record").contract, DataConfig(fs=50).contract) == ["sampling rate", "scaling"]
+    assert input_mismatch(InputPipeline(fs=100).contract, InputContract(100.0, STANDARD_LEADS, "time")) == []
+    with pytest.raises(EcgtlError, match="data.scaling must be one of"):
+        DataConfig(scaling="per-lead").validate()

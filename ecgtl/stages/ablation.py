@@ -178,11 +178,12 @@ def _cell(axes: dict, size: Sizing) -> Cell:
     if axes["init"] == "pretrained":
         pre = PretrainConfig(
             data=DataConfig(spec=_source_spec(size.source, fs), fs=fs, fraction=float(axes["source_fraction"]),
-                            leads=leads, domain=domain),
+                            leads=leads, domain=domain, label_set=size.label_set, scaling=size.scaling),
             model=size.model, train=TrainConfig(epochs=size.pretrain_epochs, batch_size=size.batch_size, lr=1e-2),
             n_bootstrap=size.n_bootstrap)
     tuned = FinetuneConfig(
-        data=DataConfig(spec=size.target, fs=fs, fraction=float(axes["target_fraction"]), leads=leads, domain=domain),
+        data=DataConfig(spec=size.target, fs=fs, fraction=float(axes["target_fraction"]), leads=leads, domain=domain,
+                        label_set=size.label_set, scaling=size.scaling),
         init="pretrained", pretrained="", model=size.model,
         train=TrainConfig(epochs=size.finetune_epochs, batch_size=size.batch_size, lr=1e-2, schedule="gradual",
                           epochs_per_stage=1, decay=2.6, seed=int(axes["seed"])),

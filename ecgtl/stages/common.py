@@ -71,7 +71,7 @@ def load_data(config: DataConfig, seed: int) -> tuple[PreparedData, np.ndarray]:
 def fit_pipeline(data: DataConfig, train: TrainConfig, prepared: PreparedData, rows: np.ndarray) -> InputPipeline:
     """The input pipeline of a run, its scaler fitted on the training rows."""
     pipeline = InputPipeline(fs=prepared.fs, leads=parse_leads(data.leads), domain=data.domain, crop_s=train.crop_s,
-                             stride_s=train.stride_s, aggregation=train.aggregation)
+                             stride_s=train.stride_s, aggregation=train.aggregation, scaling=data.scaling)
     split = prepared.split("train")
     ordered = np.sort(rows)
     signals = split.signals[ordered] if len(ordered) < len(split) else split.signals

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ecgtl.config import reuse_key
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import DOMAINS, parse_leads
+from ecgtl.inputs import DOMAINS, SCALINGS, InputContract, parse_leads
 from ecgtl.training.config import TrainConfig
 
 DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
@@ -27,14 +27,21 @@ class DataConfig:
     fraction: float = 1.0
     leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
     domain: str = "time"  # time, fft_abs, fft_real, fft_imag
+    scaling: str = "dataset"  # dataset (units kept, lead scaler only) or record (each record standardised first)
 
     def validate(self) -> DataConfig:
         parse_leads(self.leads)
         if self.domain not in DOMAINS:
             raise EcgtlError(f"data.domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
+        if self.scaling not in SCALINGS:
+            raise EcgtlError(f"data.scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
         if not 0 < self.fraction <= 1:
             raise EcgtlError(f"data.fraction must lie in (0, 1], got {self.fraction}")
         return self
+
+    @property
+    def contract(self) -> InputContract:
+        return InputContract(self.fs, parse_leads(self.leads), self.domain, self.scaling)
 
     def prepare_config(self):
         from ecgtl.data.cache import PrepareConfig
@@ -150,6 +157,8 @@ class Sizing:
     finetune_epochs: int
     batch_size: int
     n_bootstrap: int
+    label_set: str = "shared18"  # classes both sides are trained on (source and target must both have them)
+    scaling: str = "dataset"  # record: when source and target differ in amplitude convention
 
 
 FULL = Sizing("synthetic:ptbxl?n=3000&seed=0", "synthetic:g12ec?n=1500&seed=0", "xresnet1d50", 8, 10, 128, 1000)
@@ -170,6 +179,8 @@ class AblationConfig:
     pretrain_epochs: int = 0  # 0: the sizing's
     finetune_epochs: int = 0
     n_bootstrap: int = 0
+    label_set: str = "shared18"
+    scaling: str = "dataset"  # record: standardise each record (e.g. a synthetic mV source, a standardised target)
     jobs: int = 1
     storage: str = ""  # Optuna storage URL shared by workers on several machines
     study_name: str = ""
@@ -181,13 +192,15 @@ class AblationConfig:
             raise EcgtlError("jobs and seeds must be at least 1")
         if self.storage and not self.study_name:
             raise EcgtlError("a shared storage needs a study_name that the other workers use too")
+        if self.scaling not in SCALINGS:
+            raise EcgtlError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
         return self
 
     def sizing(self) -> Sizing:
         base = QUICK if self.quick else FULL
         return Sizing(self.source or base.source, self.target or base.target, self.model or base.model,
                       self.pretrain_epochs or base.pretrain_epochs, self.finetune_epochs or base.finetune_epochs,
-                      base.batch_size, self.n_bootstrap or base.n_bootstrap)
+                      base.batch_size, self.n_bootstrap or base.n_bootstrap, self.label_set, self.scaling)
 
 
 PRUNERS = ("hyperband", "median", "none")

@@ -22,7 +22,7 @@ from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inference import load_bundle
 from ecgtl.models import create_model
-from ecgtl.pipeline import leads_label, parse_leads
+from ecgtl.inputs import input_mismatch, parse_leads
 from ecgtl.stages.common import (
     DataConfig,
     StageResult,
@@ -42,18 +42,18 @@ def scratch_config(config: FinetuneConfig) -> FinetuneConfig:
 
 def default_fallback_pretrain(config: FinetuneConfig) -> PretrainConfig:
     """What runs when the default pretrained model does not exist yet: the default pretraining at the
-    target's sampling rate, leads and input domain (and architecture, when one is named)."""
+    target's sampling rate, leads, input domain and scaling (and architecture, when one is named)."""
     base = PretrainConfig()
-    data = replace(base.data, fs=config.data.fs, leads=config.data.leads, domain=config.data.domain)
+    data = replace(base.data, fs=config.data.fs, leads=config.data.leads, domain=config.data.domain,
+                   scaling=config.data.scaling)
     return replace(base, data=data, model=config.model or base.model)
 
 
 def _check_pipeline_matches(info, data: DataConfig, uri: str) -> None:
-    pipeline = info.input_pipeline()
-    wanted = (data.fs, parse_leads(data.leads), data.domain)
-    if (pipeline.fs, pipeline.leads, pipeline.domain) != wanted:
-        raise EcgtlError(f"{uri} was trained on {pipeline.describe()}; data asks for {leads_label(wanted[1])} "
-                         f"leads, {data.domain}, {data.fs:g} Hz: pretrain with the same fs, leads and domain")
+    trained, wanted = info.input_pipeline().contract, data.contract
+    if input_mismatch(trained, wanted):
+        raise EcgtlError(f"{uri} was trained on {trained.describe()}; data asks for {wanted.describe()}: "
+                         f"pretrain with the same {' and '.join(input_mismatch(trained, wanted))}")
 
 
 @dataclass

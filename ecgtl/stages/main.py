@@ -20,6 +20,7 @@ from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import PairedDifference, paired_bootstrap
+from ecgtl.inputs import input_mismatch
 from ecgtl.plotting import save_figure
 from ecgtl.stages.common import StageResult
 from ecgtl.stages.configs import MainConfig  # noqa: F401 (re-exported)
@@ -54,8 +55,10 @@ def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
     timing.reset()
     target = parse_spec(config.finetune.data.spec).short_name
     source_data, target_data = config.pretrain.data, config.finetune.data
-    if (source_data.fs, source_data.leads, source_data.domain) != (target_data.fs, target_data.leads, target_data.domain):
-        raise EcgtlError("main: pretrain.data and finetune.data must use the same fs, leads and domain")
+    differences = input_mismatch(source_data.contract, target_data.contract)
+    if differences:
+        raise EcgtlError(f"main: pretrain.data and finetune.data differ in {' and '.join(differences)}; "
+                         "a fine-tuned model must take the inputs its pretraining took")
     tags = {runs.STAGE: "main", runs.TARGET: target, runs.CONFIG_HASH: reuse_key(config)}
     name = f"main-{config.pretrain.model}-{target}-f{config.finetune.data.fraction:.2f}-s{config.finetune.train.seed}"
     with tracking.stage_run(name, tags, flatten(config)):
