@@ -109,3 +109,41 @@ def test_first_version_becomes_champion_and_refusals(registry):
     tracking.register(limbs.model_uri, "ecgtl-finetuned", champion_if_first=False)
     with pytest.raises(EcgtlError, match="other leads than the champion"):
         promote(PromoteConfig(challenger="challenger"))
+
+
+def test_a_small_target_with_rare_classes_gets_a_decision_with_finite_numbers(tmp_path, monkeypatch):
+    """Two quick fine-tunes on 400 synthetic Georgia records: 40 test records, several classes with one or two
+    positives. The gate used to exit ("too few resamples ..."); now it decides on the classes with enough
+    records, names them on the promote run and the version, and every number is finite."""
+    import math
+
+    import mlflow
+    import numpy as np
+
+    from ecgtl import tracking
+
+    uri = use_mlflow_store(monkeypatch, tmp_path, "promote-small", cache=True)
+    target = "synthetic:g12ec?n=400&seed=0"
+    pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=100&seed=7"), model="xresnet1d18",
+                            train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20))
+    config = FinetuneConfig(data=DataConfig(spec=target), train=TrainConfig(epochs=1, batch_size=32,
+                                                                             schedule="gradual", decay=2.0),
+                            n_bootstrap=50)
+    first = finetune(config)
+    finetune(FinetuneConfig(data=DataConfig(spec=target, fraction=0.5), train=config.train, n_bootstrap=50))
+    test = tracking.load_predictions(first.run_id, "test")
+    positives = test["labels"].sum(axis=0)
+    assert len(test["labels"]) == 40 and ((positives >= 1) & (positives <= 2)).sum() >= 3
+    assert all(math.isfinite(first.metrics[k]) for k in ("test_macro_auc_ci_low", "test_macro_auc_ci_high"))
+    decision = promote(PromoteConfig(challenger="2", n_bootstrap=200))
+    assert math.isfinite(decision.gain) and decision.gain_ci_low <= decision.gain <= decision.gain_ci_high
+    assert math.isfinite(decision.ece_challenger) and math.isfinite(decision.ece_champion)
+    covered, left_out = decision.classes.split(","), decision.left_out.split(",")
+    supported = (np.minimum(positives, 40 - positives) >= 5)
+    assert len(covered) == int(supported.sum()) >= 1 and len(left_out) >= 3 and not set(covered) & set(left_out)
+    assert f"macro over {len(covered)} classes" in decision.reason
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    gate = client.search_runs([client.get_experiment_by_name("promote-small").experiment_id],
+                              "tags.`ecgtl.stage` = 'promote'")[0]
+    assert gate.data.tags["ecgtl.promotion.classes"] == decision.classes
+    assert client.get_model_version("ecgtl-finetuned", "2").tags["ecgtl.promotion.left_out"] == decision.left_out
