@@ -44,31 +44,32 @@ EDGE_LABELS = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 1]])
 EDGE_OUTPUTS = np.array([[0, 0, 0], [0, 1, 1], [1, 0, 1], [0, 0, 1]])
 
 
-def test_normal_plus_other_and_empty_rows_score_as_the_final_scorers_do():
+def test_normal_plus_other_and_empty_rows_score_as_the_final_scorers_do(tmp_path):
     """By hand, from the final formula (each record adds W[i, j] / |labels union outputs| per label i, output j):
     observed: r1 no output -> 0; r2 {AF,NSR}x{AF,NSR}: (1 + .5 + .5 + 1)/2 = 1.5; r3 {AF}x{IAVB,NSR}, union of 3:
     (.3 + .5)/3; r4 1.  correct: 1 + 1.5 + 1 + 1 = 4.5.  inactive (NSR only): r1 .5/2, r2 (1 + .5)/2, r3 .5/2,
-    r4 1 = 2.25.  The early rule would have made r1 output NSR and dropped NSR from r2 and r3."""
-    observed = 1.5 + 0.8 / 3 + 1
-    expected = (observed - 2.25) / (4.5 - 2.25)
-    assert challenge_score(EDGE_LABELS, EDGE_OUTPUTS, WEIGHTS, normal_column=2) == pytest.approx(expected, abs=1e-12)
+    r4 1 = 2.25.  The early 2020 rule would have made r1 output NSR and dropped NSR from r2 and r3."""
+    expected = (1.5 + 0.8 / 3 + 1 - 2.25) / (4.5 - 2.25)
     assert expected == pytest.approx(0.229630, abs=1e-6)
-    # All outputs negative: the observed score is 0, i.e. -inactive / (correct - inactive), not the reference's 0.
-    silent = np.zeros_like(EDGE_OUTPUTS)
-    assert challenge_score(EDGE_LABELS, silent, WEIGHTS, normal_column=2) == pytest.approx(-2.25 / 2.25)
+    codes = {"IAVB": ("270492004",), "AF": ("164889003",), "NSR": ("426783006",)}
+    for name, header in (("w2020.csv", ["270492004", "164889003", "426783006"]),
+                         ("w2021.csv", ["270492004", "164889003|999", "426783006"])):
+        match = weights_for(["IAVB", "AF", "NSR"], codes, load_weights(_write_table(tmp_path / name, header, WEIGHTS)))
+        assert match.complete and match.normal_column == 2
+        assert match.score(EDGE_LABELS, EDGE_OUTPUTS) == pytest.approx(expected, abs=1e-12), name
+        # All outputs negative: the observed score is 0, so -inactive / (correct - inactive), not the reference's 0.
+        assert match.score(EDGE_LABELS, np.zeros_like(EDGE_OUTPUTS)) == pytest.approx(-2.25 / 2.25), name
+    assert challenge_score(EDGE_LABELS, EDGE_OUTPUTS, WEIGHTS, normal_column=2) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize(("year", "undefined"), [("2020", "nan"), ("2021", 0.0)])
-def test_tables_of_both_vintages_score_the_edge_cases_alike_and_differ_only_when_undefined(tmp_path, year, undefined):
+def test_where_the_labels_score_like_the_reference_each_vintage_returns_what_its_scorer_does(tmp_path, year, undefined):
     header = {"2020": ["270492004", "164889003", "426783006"], "2021": ["270492004", "164889003|999", "426783006"]}[year]
     table = load_weights(_write_table(tmp_path / "weights.csv", header, WEIGHTS))
     assert table.vintage == year
     codes = {"IAVB": ("270492004",), "AF": ("164889003",), "NSR": ("426783006",)}
-    match = weights_for(["IAVB", "AF", "NSR"], codes, table)
-    assert match.complete and match.normal_column == 2
-    assert match.score(EDGE_LABELS, EDGE_OUTPUTS) == pytest.approx((1.5 + 0.8 / 3 + 1 - 2.25) / 2.25)
     only_normal = np.array([[0, 0, 1]] * 3)
-    score = match.score(only_normal, only_normal)
+    score = weights_for(["IAVB", "AF", "NSR"], codes, table).score(only_normal, only_normal)
     assert np.isnan(score) if undefined == "nan" else score == undefined
 
 
