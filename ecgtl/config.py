@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from typing import Any
 
@@ -98,3 +99,44 @@ def reuse_key(config: Any) -> str:
                if key.rsplit(".", 1)[-1] not in NOT_IN_REUSE_KEY and defaults.get(key) != value}
     payload = {"config": type(config).__name__, "changed": changed, "version": REUSE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """An allowed interval for a number option (None: unbounded on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself not allowed
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {format_number(self.low)}"
+        high = "" if self.high is None else f"<= {format_number(self.high)}"
+        return " and ".join(part for part in (low, high) if part)
+
+
+def format_number(value: float) -> str:
+    """Whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
+
+
+def check_numbers(config: Any, prefix: str = "") -> None:
+    """The one validation layer for numbers: every float of a config (nested ones too) is finite, and every
+    field a config class lists in its `RANGES` lies in its range. Raises one line naming the option."""
+    ranges: dict[str, Range] = getattr(type(config), "RANGES", {})
+    for field in dataclasses.fields(config):
+        value, key = getattr(config, field.name), f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, f"{key}.")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise EcgtlError(f"{key} must be a finite number, got {value}")
+        allowed = ranges.get(field.name)
+        if allowed is not None and not allowed.contains(value):
+            raise EcgtlError(f"{key} must be {allowed.describe()}, got {format_number(value)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ecgtl.config import Range
 from ecgtl.errors import EcgtlError
 
 STANDARD_LEADS: tuple[str, ...] = (
@@ -16,6 +17,11 @@ AGGREGATIONS = ("max", "mean")
 # Amplitude convention: `dataset` keeps the units (mV) and lets the fitted lead scaler standardise; `record`
 # first standardises each lead of each record (ecgtl.data.signal.standardise_records).
 SCALINGS = ("dataset", "record")
+# Sampling rates ecgtl reads and models run at (Hz): headers outside it are record problems, options errors.
+FS_RANGE: tuple[float, float] = (50.0, 16_000.0)
+# The ranges of what a cache is built from (`PrepareConfig`, and `DataConfig` which names one).
+PREPARE_RANGES: dict[str, Range] = {"fs": Range(*FS_RANGE), "length_s": Range(0, 3600, low_open=True),
+                                    "split_seed": Range(0, 2 ** 32 - 1)}
 LEAD_GROUPS: dict[str, tuple[str, ...]] = {
     "all12": STANDARD_LEADS,
     "limb6": STANDARD_LEADS[:6],

@@ -23,9 +23,16 @@ import torch
 from torch import nn
 
 from ecgtl.data.dataset import LeadScaler, batch_bounds, sliding_windows, valid_lengths, window_starts
-from ecgtl.errors import EcgtlError
 from ecgtl.data.signal import standardise_records
-from ecgtl.inputs import AGGREGATIONS, DOMAINS, SCALINGS, STANDARD_LEADS, InputContract, leads_label, parse_leads
+from ecgtl.errors import EcgtlError
+from ecgtl.inputs import (
+    AGGREGATIONS,
+    DOMAINS,
+    SCALINGS,
+    STANDARD_LEADS,
+    InputContract,
+    parse_leads,
+)
 
 
 def to_domain(windows: np.ndarray, domain: str) -> np.ndarray:

@@ -43,7 +43,7 @@ def _bad_input(message: str):
 def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: float) -> np.ndarray:
     """The records as float32 [records, 12, samples] at the model's rate, or a 400-class error saying why."""
     from ecgtl.data.cache import resample
-    from ecgtl.data.records import FS_RANGE
+    from ecgtl.inputs import FS_RANGE
 
     if isinstance(model_input, dict):
         model_input = model_input.get(INPUT_NAME, next(iter(model_input.values()), None))

@@ -10,8 +10,9 @@ import torch
 from ecgtl.data.dataset import LeadScaler
 from ecgtl.data.records import STANDARD_LEADS
 from ecgtl.errors import EcgtlError
+from ecgtl.inputs import parse_leads
 from ecgtl.models import create_model
-from ecgtl.pipeline import InputPipeline, parse_leads
+from ecgtl.pipeline import InputPipeline
 
 
 def _identity_scaler(channels: int) -> LeadScaler:

@@ -26,16 +26,19 @@ from fractions import Fraction
 from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
+from typing import ClassVar
 
 import click
 import numpy as np
 import pandas as pd
 
 from ecgtl import __version__
+from ecgtl.config import Range, check_numbers
 from ecgtl.data.records import STANDARD_LEADS, parse_header, read_signal
 from ecgtl.data.sources import RecordProblem, RecordSource, fingerprint_of, open_source, resolve_spec
 from ecgtl.data.splits import SPLITS
 from ecgtl.errors import DatasetError, RecordError
+from ecgtl.inputs import PREPARE_RANGES
 from ecgtl.paths import cache_root
 
 # Bump when the cache's content for the same inputs would change (resampling, cropping, layout).
@@ -54,6 +57,8 @@ class PrepareConfig:
     label_set: str = "shared18"
     equivalences: bool = True
     split_seed: int = 0
+
+    RANGES: ClassVar[dict[str, Range]] = PREPARE_RANGES
 
 
 def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -239,8 +244,7 @@ def load_cache(path: Path) -> PreparedData:
 def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool = False,
             workers: int | None = None, progress: bool = True) -> PreparedData:
     """Build (or reopen) the cache for `config`. `strict` turns any skipped record into an error."""
-    if config.fs <= 0 or config.length_s <= 0:
-        raise DatasetError(f"fs and length must be positive (got fs={config.fs}, length={config.length_s})")
+    check_numbers(config)
     spec = resolve_spec(config.spec)
     root = Path(cache_dir) if cache_dir else cache_root()
     key = cache_key(config, fingerprint_of(spec))

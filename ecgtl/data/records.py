@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgtl.errors import RecordError
-from ecgtl.inputs import STANDARD_LEADS
+from ecgtl.files import read_regular_file
+from ecgtl.inputs import FS_RANGE, STANDARD_LEADS
 
 __all__ = ["STANDARD_LEADS"]
 
@@ -43,7 +43,6 @@ _MAT_V4_HEADER_BYTES = 20
 
 # Limits that keep a hostile header from costing memory or time (documented in the README).
 MAX_HEADER_BYTES = 1 << 20
-FS_RANGE: tuple[float, float] = (50.0, 16_000.0)
 MAX_SIGNALS = 64
 MAX_SAMPLES = 2_000_000  # per signal: 66 min at 500 Hz; real 12-lead records have 5 000 to ~500 000
 # Bits per sample of the WFDB storage formats we read (310/311 pack 3 samples into 4 bytes).
@@ -206,34 +205,10 @@ def _parse_signal_line(tokens: list[str], path: Path) -> SignalSpec:
     )
 
 
-def read_regular_file(path: Path, limit: int, what: str) -> bytes:
-    """At most `limit` bytes of a regular file (after symlinks); FIFOs and devices are refused without
-    blocking (opened non-blocking, checked with fstat before reading)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise RecordError(f"{path}: {what} not found") from None
-    except OSError as exc:
-        raise RecordError(f"{path}: cannot open {what} ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise RecordError(f"{path}: {what} is not a regular file")
-        if info.st_size > limit:
-            raise RecordError(f"{path}: {what} is {info.st_size} bytes, more than the {limit} allowed")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read(limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise RecordError(f"{path}: {what} is more than the {limit} bytes allowed")
-    return data
-
-
 def parse_header(path: str | os.PathLike) -> Header:
     """Parse a `.hea` file. Accepts `E00009.mat 12 500 5000` record lines (CinC 2020) that wfdb rejects."""
     path = Path(path)
-    text = read_regular_file(path, MAX_HEADER_BYTES, "header").decode("latin-1")
+    text = read_regular_file(path, MAX_HEADER_BYTES, "header", RecordError).decode("latin-1")
     lines = [line.strip() for line in text.splitlines()]
     comments = tuple(line.lstrip("#").strip() for line in lines if line.startswith("#"))
     content = [line for line in lines if line and not line.startswith("#")]

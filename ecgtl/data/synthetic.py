@@ -584,6 +584,10 @@ def _ptbxl_paths(ecg_id: int, rate: int) -> tuple[str, str]:
     return f"records{rate}/{ecg_id // 1000 * 1000:05d}", f"{ecg_id:05d}_{suffix}"
 
 
+# Four times full PTB-XL: about 10 GB of records at 500 Hz. A typo such as n=10000000000 is refused at once.
+MAX_SYNTHETIC_RECORDS = 100_000
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """A synthetic dataset's parameters; equal configs give byte-identical files."""
@@ -597,8 +601,10 @@ class SynthConfig:
     def validate(self) -> SynthConfig:
         if self.like not in LAYOUTS:
             raise DatasetError(f"unknown synthetic layout {self.like!r}; choose from {', '.join(LAYOUTS)}")
-        if self.n <= 0:
-            raise DatasetError(f"--n must be positive, got {self.n}")
+        if not 1 <= self.n <= MAX_SYNTHETIC_RECORDS:
+            raise DatasetError(f"n must lie in 1..{MAX_SYNTHETIC_RECORDS} records, got {self.n}")
+        if not 0 <= self.seed < 2 ** 32:
+            raise DatasetError(f"seed must lie in 0..{2 ** 32 - 1}, got {self.seed}")
         bad_rates = [r for r in self.rates if r not in (100, 500)]
         if bad_rates or not self.rates:
             raise DatasetError(f"rates must be 100 and/or 500, got {','.join(map(str, self.rates)) or 'none'}")
@@ -710,7 +716,7 @@ def config_from_spec(spec: DatasetSpec) -> SynthConfig:
             rates=tuple(int(r) for r in options.get("rates", "100").split(",")),
             noise=options.get("noise", "1") not in ("0", "false", "no"),
         ).validate()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DatasetError(f"{spec}: options n, seed and rates must be integers") from None
 
 

@@ -27,6 +27,7 @@ NaN and the 2021 one 0.0; a table's layout says which it is (`WeightsTable.vinta
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ecgtl.errors import EvaluationError
+from ecgtl.files import read_text_file
 
 NORMAL_CLASS = "426783006"
 CHALLENGE_EQUIVALENCES: tuple[tuple[str, str], ...] = (
@@ -91,10 +93,9 @@ class WeightsTable:
 def load_weights(path: str | Path, equivalences: Iterable[tuple[str, str]] = CHALLENGE_EQUIVALENCES) -> WeightsTable:
     """Read a challenge `weights.csv` (2020: one column per code; 2021: 'a|b' for equivalent codes)."""
     path = Path(path)
-    if not path.exists():
-        raise EvaluationError(f"{path}: weights table not found")
+    text = read_text_file(path, "weights table")
     try:
-        table = pd.read_csv(path, index_col=0, dtype=str)
+        table = pd.read_csv(io.StringIO(text), index_col=0, dtype=str)
         values = table.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     except Exception as exc:  # pandas raises several types for malformed tables
         raise EvaluationError(f"{path}: not a weights table ({str(exc).splitlines()[0]})") from None

@@ -28,17 +28,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from ecgtl import runs, tracking
-from ecgtl.config import build, flatten, reuse_key
+from ecgtl.config import Range, build, flatten, reuse_key
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.pipeline import DOMAINS, leads_label, parse_leads
+from ecgtl.files import load_yaml
+from ecgtl.inputs import DOMAINS, FS_RANGE, leads_label, parse_leads
 from ecgtl.stages.common import DataConfig, StageResult
 from ecgtl.stages.configs import (  # noqa: F401 (re-exported)
     AXES,
@@ -62,15 +63,16 @@ STAGE = "ablation"
 
 # ------------------------------------------------------------------------------------------------ the grid
 def _axis_value(axis: str, text: str):
-    if axis in ("target_fraction", "source_fraction", "fs"):
-        value = float(text)
-        if axis != "fs" and not 0 < value <= 1:
-            raise EcgtlError(f"{axis} values must lie in (0, 1], got {text}")
-        if axis == "fs" and not 25 <= value <= 2000:
-            raise EcgtlError(f"fs values must lie in 25..2000 Hz, got {text}")
-        return value
-    if axis == "seed":
-        return int(text)
+    if axis in ("target_fraction", "source_fraction", "fs", "seed"):
+        try:
+            value = float(text)
+        except ValueError:
+            raise EcgtlError(f"axis {axis}: {text!r} is not a number") from None
+        allowed = Range(*FS_RANGE) if axis == "fs" else Range(0, 2 ** 32 - 1) if axis == "seed" else Range(0, 1, low_open=True)
+        if not (math.isfinite(value) and allowed.contains(value)) or (axis == "seed" and value != int(value)):
+            what = "a whole number " if axis == "seed" else "a finite number "
+            raise EcgtlError(f"axis {axis}: values must be {what}{allowed.describe()}, got {text}")
+        return int(value) if axis == "seed" else value
     if axis == "init":
         if text not in INITS:
             raise EcgtlError(f"init values are {', '.join(INITS)}, got {text!r}")
@@ -100,14 +102,7 @@ def parse_axes(text: str) -> dict[str, tuple]:
 
 def load_grid_file(path: str) -> dict[str, tuple]:
     """A YAML grid: `axes: {target_fraction: [1, 0.1], leads: [all12, "I,II"], seed: [0, 1, 2]}`."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise EcgtlError(f"{path}: grid file not found") from None
-    except yaml.YAMLError as exc:
-        raise EcgtlError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(path, "grid file")
     if not isinstance(data, dict) or not isinstance(data.get("axes"), dict):
         raise EcgtlError(f"{path}: expected a mapping with 'axes: {{name: [values]}}'")
     axes = {}
@@ -115,6 +110,8 @@ def load_grid_file(path: str) -> dict[str, tuple]:
         if name not in AXES:
             raise EcgtlError(f"{path}: unknown axis {name!r}; choose from {', '.join(AXES)}")
         values = values if isinstance(values, list) else [values]
+        if not values or any(isinstance(v, (list, dict)) for v in values):
+            raise EcgtlError(f"{path}: axis {name}: expected a list of values, got {values!r}"[:300])
         axes[name] = tuple(_axis_value(name, str(v)) for v in values)
     return axes
 
@@ -327,8 +324,8 @@ def ablation(config: AblationConfig) -> dict:
     from ecgtl.stages.ablation_results import collect, log_results
 
     config.validate()
+    cells = expand(config)  # every axis value checked before the store is touched
     tracking.configure()
-    cells = expand(config)
     tasks = tasks_of(cells)
     n_pretrain = sum(t["kind"] == "pretrain" for t in tasks)
     print(f"ablation {config.preset}{' (quick)' if config.quick else ''}: {len(cells)} cells, {n_pretrain} "

@@ -32,9 +32,10 @@ from ecgtl.data.sources import dataset_identity, parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
+from ecgtl.inputs import leads_label, parse_leads
 from ecgtl.models import EcgModel, count_parameters
 from ecgtl.paths import cache_root
-from ecgtl.pipeline import InputPipeline, leads_label, parse_leads
+from ecgtl.pipeline import InputPipeline
 from ecgtl.stages.configs import DEFAULT_SOURCE, DEFAULT_TARGET, DataConfig  # noqa: F401 (re-exported)
 from ecgtl.training.loop import EpochResult, FitResult, TrainConfig, fit
 

@@ -6,11 +6,12 @@ and CLI options; `config.reuse_key` hashes what determines a result. The stage m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from ecgtl.config import reuse_key
+from ecgtl.config import Range, check_numbers, reuse_key
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import DOMAINS, SCALINGS, InputContract, parse_leads
+from ecgtl.inputs import DOMAINS, PREPARE_RANGES, SCALINGS, InputContract, parse_leads
 from ecgtl.training.config import TrainConfig
 
 DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
@@ -29,7 +30,10 @@ class DataConfig:
     domain: str = "time"  # time, fft_abs, fft_real, fft_imag
     scaling: str = "dataset"  # dataset (units kept, lead scaler only) or record (each record standardised first)
 
+    RANGES: ClassVar[dict[str, Range]] = {**PREPARE_RANGES, "fraction": Range(0, 1, low_open=True)}
+
     def validate(self) -> DataConfig:
+        check_numbers(self)
         parse_leads(self.leads)
         if self.domain not in DOMAINS:
             raise EcgtlError(f"data.domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
@@ -53,12 +57,23 @@ class DataConfig:
 REGISTERED_PRETRAINED = "ecgtl-pretrained"
 
 
+N_BOOTSTRAP_RANGE = Range(1, 100_000)
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
     model: str = "xresnet1d50"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-2))
     n_bootstrap: int = 1000
+
+    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
+
+    def validate(self) -> PretrainConfig:
+        check_numbers(self)
+        self.data.validate()
+        self.train.validate()
+        return self
 
 
 DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
@@ -79,7 +94,10 @@ class FinetuneConfig:
         epochs=10, lr=1e-2, schedule="gradual", epochs_per_stage=1, decay=2.6))
     n_bootstrap: int = 1000
 
+    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
+
     def validate(self) -> FinetuneConfig:
+        check_numbers(self)
         if self.init not in REGISTERED:
             raise EcgtlError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
         if self.head not in ("new", "reuse"):
@@ -104,7 +122,11 @@ class EvaluateConfig:
     strict: bool = False
     seed: int = 0
 
+    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": Range(0, 2 ** 32 - 1),
+                                          "seed": Range(0, 2 ** 32 - 1)}
+
     def validate(self) -> EvaluateConfig:
+        check_numbers(self)
         if self.split not in SPLIT_CHOICES:
             raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
         if not 0 <= self.calibration_fraction < 1:
@@ -118,6 +140,14 @@ class MainConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     n_bootstrap: int = 1000
 
+    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
+
+    def validate(self) -> MainConfig:
+        check_numbers(self)
+        self.pretrain.validate()
+        self.finetune.validate()
+        return self
+
 
 @dataclass(frozen=True)
 class PromoteConfig:
@@ -128,6 +158,13 @@ class PromoteConfig:
     n_bootstrap: int = 1000
     seed: int = 0
     dry_run: bool = False
+
+    RANGES: ClassVar[dict[str, Range]] = {"margin": Range(-1, 1), "ece_tolerance": Range(0, 1),
+                                          "n_bootstrap": N_BOOTSTRAP_RANGE, "seed": Range(0, 2 ** 32 - 1)}
+
+    def validate(self) -> PromoteConfig:
+        check_numbers(self)
+        return self
 
 
 AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
@@ -185,11 +222,14 @@ class AblationConfig:
     storage: str = ""  # Optuna storage URL shared by workers on several machines
     study_name: str = ""
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "seeds": Range(1, 1000), "jobs": Range(1, 1024), "pretrain_epochs": Range(0, 100_000),
+        "finetune_epochs": Range(0, 100_000), "n_bootstrap": Range(0, 100_000)}
+
     def validate(self) -> AblationConfig:
+        check_numbers(self)
         if self.preset not in PRESET_NAMES:
             raise EcgtlError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESET_NAMES)}")
-        if self.jobs < 1 or self.seeds < 1:
-            raise EcgtlError("jobs and seeds must be at least 1")
         if self.storage and not self.study_name:
             raise EcgtlError("a shared storage needs a study_name that the other workers use too")
         if self.scaling not in SCALINGS:
@@ -238,11 +278,14 @@ class TuneConfig:
     sampler_seed: int = 0
     final: bool = True  # train the best configuration again, report on test, register a challenger
 
+    RANGES: ClassVar[dict[str, Range]] = {"n_trials": Range(1, 1_000_000), "timeout": Range(0),
+                                          "workers": Range(1, 1024), "reduction_factor": Range(2, 100),
+                                          "sampler_seed": Range(0, 2 ** 32 - 1)}
+
     def validate(self) -> TuneConfig:
+        check_numbers(self)
         if self.pruner not in PRUNERS:
             raise EcgtlError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.n_trials < 1 or self.workers < 1 or self.timeout < 0 or self.reduction_factor < 2:
-            raise EcgtlError("n_trials and workers must be at least 1, timeout >= 0 and reduction_factor >= 2")
         if self.finetune.init != "pretrained":
             raise EcgtlError("tune fine-tunes a pretrained model: finetune.init must be 'pretrained'")
         self.finetune.validate()

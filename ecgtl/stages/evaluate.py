@@ -30,6 +30,7 @@ from ecgtl.data.lineage import TrainingRecords, overlaps
 from ecgtl.data.sources import dataset_identity, parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.errors import EcgtlError
+from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
 from ecgtl.stages.common import StageResult
@@ -38,6 +39,8 @@ from ecgtl.stages.configs import SPLIT_CHOICES, EvaluateConfig  # noqa: F401 (re
 
 def evaluate(config: EvaluateConfig) -> StageResult:
     config.validate()
+    if config.challenge_weights:
+        load_weights(config.challenge_weights)  # a bad table is refused before any inference
     tracking.configure()
     with tempfile.TemporaryDirectory() as tmp:
         model, info = load_bundle(tracking.download_model(config.model_uri, Path(tmp)))

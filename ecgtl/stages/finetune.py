@@ -21,8 +21,8 @@ from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inference import load_bundle
-from ecgtl.models import create_model
 from ecgtl.inputs import input_mismatch, parse_leads
+from ecgtl.models import create_model
 from ecgtl.stages.common import (
     DataConfig,
     StageResult,

@@ -51,6 +51,7 @@ def comparison_table(results: dict[str, StageResult]) -> pd.DataFrame:
 
 
 def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
+    config.validate()
     tracking.configure()
     timing.reset()
     target = parse_spec(config.finetune.data.spec).short_name

@@ -7,8 +7,8 @@ import torch
 from ecgtl import tracking
 from ecgtl.config import flatten
 from ecgtl.data.sources import parse_spec
+from ecgtl.inputs import parse_leads
 from ecgtl.models import create_model
-from ecgtl.pipeline import parse_leads
 from ecgtl.stages.common import (
     StageResult,
     load_data,
@@ -22,7 +22,7 @@ from ecgtl.stages.configs import REGISTERED_PRETRAINED, PretrainConfig  # noqa: 
 def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str | None = None,
              register: bool = True, axes: dict | None = None, parent_run_id: str | None = None) -> StageResult:
     """Train on the source and log the model; register `ecgtl-pretrained` unless `register=False`."""
-    config.train.validate()
+    config.validate()
     tracking.configure()
     prepared, rows = load_data(config.data, config.train.seed)
     torch.manual_seed(config.train.seed)

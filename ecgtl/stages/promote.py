@@ -138,6 +138,7 @@ def decide(config: PromoteConfig) -> Decision:
 
 
 def promote(config: PromoteConfig) -> Decision:
+    config.validate()
     tracking.configure()
     decision = decide(config)
     print(decision.describe(), file=sys.stderr)

@@ -40,6 +40,7 @@ from ecgtl import runs, tracking
 from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
+from ecgtl.files import load_yaml
 from ecgtl.stages.common import fit_pipeline, fit_step, load_data
 from ecgtl.stages.configs import PRUNERS, SearchSpace, TuneConfig  # noqa: F401 (re-exported)
 from ecgtl.stages.finetune import finetune, starting_point
@@ -110,17 +111,17 @@ def parse_space(space: SearchSpace) -> ParsedSpace:
 
 
 def load_space_file(path: str, base: SearchSpace) -> SearchSpace:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise EcgtlError(f"{path}: search space file not found") from None
-    except yaml.YAMLError as exc:
-        raise EcgtlError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
-    unknown = set(data) - {f.name for f in SearchSpace.__dataclass_fields__.values()}
-    if not isinstance(data, dict) or unknown:
+    data = load_yaml(path, "search space file")
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise EcgtlError(f"{path}: a search space file is a mapping (schedules: ..., lr: [low, high]), "
+                         f"not a {type(data).__name__}")
+    unknown = set(map(str, data)) - {f.name for f in SearchSpace.__dataclass_fields__.values()}
+    if unknown:
         raise EcgtlError(f"{path}: unknown search space keys {', '.join(sorted(unknown))}")
+    if any(isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, (list, dict)) for x in v))
+           for v in data.values()):
+        raise EcgtlError(f"{path}: search space values are a number, a word or a flat list")
     as_text = {k: ",".join(map(str, v)) if isinstance(v, list) else str(v) for k, v in data.items()}
     return replace(base, **as_text)
 
@@ -313,6 +314,7 @@ def tune(config: TuneConfig) -> dict:
     from ecgtl.stages.queue import _redact
 
     config.validate()
+    config.search_space()  # a bad space file is refused before the store is touched
     tracking.configure()
     study, url, name, space = open_study(config, create=True)
     # Everything workers share is ready before they start: data caches and the pretrained model.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from ecgtl.config import Range, check_numbers
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import AGGREGATIONS
 
@@ -30,15 +32,20 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "epochs": Range(1, 100_000), "batch_size": Range(1, 1 << 16), "lr": Range(0, 10, low_open=True),
+        "weight_decay": Range(0, 10), "crop_s": Range(0, 3600, low_open=True),
+        "stride_s": Range(0, 3600, low_open=True), "epochs_per_stage": Range(1, 100_000),
+        "groups_per_stage": Range(1, 1000), "decay": Range(1, 1000), "head_lr_mult": Range(0, 1e4, low_open=True),
+        "dropout": Range(0, 0.999), "patience": Range(0, 100_000), "seed": Range(0, 2 ** 32 - 1),
+    }
+
     def validate(self) -> TrainConfig:
+        check_numbers(self)
         if self.aggregation not in AGGREGATIONS:
             raise EcgtlError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
         if self.frozen_bn not in ("eval", "train"):
             raise EcgtlError(f"frozen_bn must be 'eval' or 'train', got {self.frozen_bn!r}")
         if self.schedule not in SCHEDULES:
             raise EcgtlError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.decay < 1:
-            raise EcgtlError("epochs and batch_size must be positive, lr > 0 and decay >= 1")
-        if self.epochs_per_stage < 1 or self.groups_per_stage < 1 or self.head_lr_mult <= 0 or not 0 <= self.dropout < 1:
-            raise EcgtlError("epochs_per_stage and groups_per_stage must be >= 1, head_lr_mult > 0, dropout in [0, 1)")
         return self
