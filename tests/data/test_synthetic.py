@@ -136,7 +136,7 @@ def test_synthetic_spec_generates_once_and_prepares(tmp_path):
     ("config", "message"),
     [
         (SynthConfig(like="mitdb", n=10), "unknown synthetic layout 'mitdb'"),
-        (SynthConfig(like="g12ec", n=0), "--n must be positive"),
+        (SynthConfig(like="g12ec", n=0), "n must lie in 1..100000 records"),
         (SynthConfig(like="ptbxl", n=5, rates=(250,)), "rates must be 100 and/or 500"),
     ],
 )
