@@ -9,6 +9,7 @@ import click
 
 from ecgtl import __version__
 from ecgtl.errors import EcgtlError
+from ecgtl.redaction import redact
 
 
 class _Group(click.Group):
@@ -18,7 +19,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EcgtlError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact(str(exc))}", err=True)
             ctx.exit(2)
 
 

@@ -15,9 +15,7 @@ Runs are read through `ecgtl.runs` names, never raw strings.
 
 from __future__ import annotations
 
-import html
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ import plotly.graph_objects as go
 from ecgtl import runs, tracking
 from ecgtl.evaluation.calibration import CALIBRATION_METHODS, make_calibrator
 from ecgtl.evaluation.figures import PALETTE, reliability_figure
-from ecgtl.plotting import figures_to_html
+from ecgtl.plotting import escape, figures_to_html
 
 PAGES = (("index.html", "Overview"), ("classes.html", "Classes"), ("transfer.html", "Transfer"),
          ("calibration.html", "Calibration"), ("tuning.html", "Tuning"), ("registry.html", "Registry"))
@@ -37,7 +35,7 @@ STAGE_COLOURS = {"pretrain": PALETTE[2], "finetune": PALETTE[0], "scratch": PALE
 def _nav(current: str, experiment: str) -> str:
     links = " ".join(f"<a href='{page}'>{'<b>' + title + '</b>' if page == current else title}</a>"
                      for page, title in PAGES)
-    return f"<nav>{links}</nav><h1>ecgtl: {html.escape(experiment)}</h1>"
+    return f"<nav>{links}</nav><h1>ecgtl: {escape(experiment)}</h1>"
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -45,7 +43,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def _note(text: str) -> str:
-    return f"<p class='note'>{html.escape(text)}</p>"
+    return f"<p class='note'>{escape(text)}</p>"
 
 
 def _latest(frame: pd.DataFrame, stage: str) -> pd.Series | None:
@@ -125,7 +123,7 @@ def classes_page(frame: pd.DataFrame) -> tuple[list[go.Figure], str]:
         except Exception:  # runs of older versions may lack predictions
             continue
         prevalence = predictions["labels"].mean(axis=0)
-        per_class = pd.read_csv(_download(row["run_id"], "evaluation/per_class.csv"))
+        per_class = pd.read_csv(tracking.download_artifact(row["run_id"], "evaluation/per_class.csv"))
         for j, name in enumerate(per_class["class"]):
             if np.isfinite(per_class["auc"].iloc[j]):
                 rows.append({"stage": stage, "dataset": "source" if stage == "pretrain" else "target", "class": name,
@@ -154,14 +152,14 @@ def transfer_page(frame: pd.DataFrame, ablation_run: pd.Series | None) -> tuple[
     if ablation_run is not None:
         from ecgtl.stages.ablation_results import bar_figure, line_figure, varying_axes
 
-        aggregated = pd.read_csv(_download(ablation_run["run_id"], "ablation/aggregate.csv"))
-        pretraining = pd.read_csv(_download(ablation_run["run_id"], "ablation/pretraining.csv"))
+        aggregated = pd.read_csv(tracking.download_artifact(ablation_run["run_id"], "ablation/aggregate.csv"))
+        pretraining = pd.read_csv(tracking.download_artifact(ablation_run["run_id"], "ablation/pretraining.csv"))
         if not aggregated.empty:
             for axis in varying_axes(aggregated):
                 figures.append(line_figure(aggregated, axis, pretraining) if axis in ("target_fraction", "source_fraction", "fs")
                                else bar_figure(aggregated, axis))
-            summary = Path(_download(ablation_run["run_id"], "ablation/summary.md")).read_text()
-            text += f"<h2>Latest ablation</h2><pre>{html.escape(summary)}</pre>"
+            summary = Path(tracking.download_artifact(ablation_run["run_id"], "ablation/summary.md")).read_text()
+            text += f"<h2>Latest ablation</h2><pre>{escape(summary)}</pre>"
     if not figures:
         return [], _note("No finetune/scratch runs or ablations with test results yet.")
     return figures, text
@@ -196,7 +194,7 @@ def tuning_page(tune_run: pd.Series | None) -> tuple[list[go.Figure], str]:
     if tune_run is None:
         return [], _note("No tuning study in this experiment yet (ecgtl tune).")
     try:
-        trials = pd.read_csv(_download(tune_run["run_id"], "tuning/trials.csv"))
+        trials = pd.read_csv(tracking.download_artifact(tune_run["run_id"], "tuning/trials.csv"))
     except Exception:
         return [], _note("The latest tuning run has no trial table yet.")
     figure = go.Figure()
@@ -216,37 +214,17 @@ def tuning_page(tune_run: pd.Series | None) -> tuple[list[go.Figure], str]:
 
 
 def registry_page() -> tuple[list[go.Figure], str]:
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    models = client.search_registered_models()
+    models = tracking.registered_models()
     if not models:
         return [], _note("No registered models yet.")
     text = ""
     for model in models:
-        rows = []
-        for version in sorted(client.search_model_versions(f"name='{model.name}'"), key=lambda v: int(v.version)):
-            tags = version.tags or {}
-            rows.append({"version": version.version, "aliases": ", ".join(version.aliases or []) or "–",
-                         "run": version.run_id, "decision": tags.get("ecgtl.promotion.promote", "–"),
-                         "gain": tags.get("ecgtl.promotion.gain", "–"),
-                         "reason": tags.get("ecgtl.promotion.reason", "–")})
-        text += f"<h2>{html.escape(model.name)}</h2>" + _table(pd.DataFrame(rows))
+        rows = [{"version": v["version"], "aliases": ", ".join(v["aliases"]) or "–", "run": v["run_id"],
+                 "decision": v["tags"].get("ecgtl.promotion.promote", "–"),
+                 "gain": v["tags"].get("ecgtl.promotion.gain", "–"),
+                 "reason": v["tags"].get("ecgtl.promotion.reason", "–")} for v in model["versions"]]
+        text += f"<h2>{escape(model['name'])}</h2>" + _table(pd.DataFrame(rows))
     return [], text
-
-
-def _download(run_id: str, path: str) -> str:
-    import mlflow
-
-    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp())
-
-
-def _latest_of(stage: str) -> pd.Series | None:
-    import mlflow
-
-    found = mlflow.search_runs(filter_string=f"tags.`{runs.STAGE}` = '{stage}' and attributes.status = 'FINISHED'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
-    return None if found.empty else found.iloc[0]
 
 
 def build_site(out: Path, experiment: str) -> list[Path]:
@@ -255,8 +233,8 @@ def build_site(out: Path, experiment: str) -> list[Path]:
     frame = tracking.stage_runs(runs.TRAINING_STAGES)
     pages = {
         "index.html": overview_page(frame), "classes.html": classes_page(frame),
-        "transfer.html": transfer_page(frame, _latest_of("ablation")), "calibration.html": calibration_page(frame),
-        "tuning.html": tuning_page(_latest_of("tune")), "registry.html": registry_page(),
+        "transfer.html": transfer_page(frame, tracking.latest_finished_run("ablation")), "calibration.html": calibration_page(frame),
+        "tuning.html": tuning_page(tracking.latest_finished_run("tune")), "registry.html": registry_page(),
     }
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -273,5 +251,5 @@ def dashboard(out: Path, experiment: str, log: bool = True) -> list[Path]:
     written = build_site(out, experiment)
     if log:
         with tracking.stage_run(f"dashboard-{experiment}", {runs.STAGE: "dashboard"}, {"experiment": experiment}):
-            tracking.log_artifacts(out, "dashboard")
+            tracking.log_files(written, "dashboard")  # the pages written, never the folder around them
     return written

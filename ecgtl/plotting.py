@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,9 +11,16 @@ import plotly.graph_objects as go
 from ecgtl.errors import EcgtlError
 
 
+def escape(text: object) -> str:
+    """The one escaping path for every string that reaches a page ecgtl writes (names, tags, labels, file names,
+    messages): `<`, `>`, `&` and both quotes become entities."""
+    return html.escape(str(text), quote=True)
+
+
 def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl", header: str = "", footer: str = "") -> str:
-    """One HTML page holding several figures, with plotly.js embedded once (about 4.7 MB); `header` and
-    `footer` are HTML placed around them (navigation, tables, notes)."""
+    """One HTML page holding several figures, with plotly.js embedded once (about 4.7 MB). `title` is plain text
+    (escaped here); `header` and `footer` are HTML placed around them (navigation, tables, notes), whose
+    callers escape every string they put in with `escape`. Plotly's own JSON escapes `</script>`."""
     parts = [
         figure.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
         for i, figure in enumerate(figures)
@@ -21,7 +29,7 @@ def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl", header: 
     style = ("<style>body{font-family:sans-serif;margin:1.5em;color:#222} nav a{margin-right:1em} "
              "table{border-collapse:collapse;margin:0.8em 0} td,th{border:1px solid #ccc;padding:3px 8px;"
              "text-align:right} th{background:#f3f3f3} .note{color:#555}</style>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{style}</head>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{style}</head>"
             f"<body>{header}{body}{footer}</body></html>")
 
 

@@ -82,7 +82,9 @@ def pyfunc_model():
 
             self.predictor = Predictor(Path(context.artifacts["bundle"]))
 
-        def predict(self, context, model_input, params=None):  # noqa: ARG002
+        # Typed input: MLflow then stops warning "Add type hints to the `predict` method" at every
+        # registration; an ndarray hint means "validate against the logged signature" (no schema from hints).
+        def predict(self, context, model_input: np.ndarray, params: dict | None = None):  # noqa: ARG002
             import pandas as pd
 
             info = self.predictor.info

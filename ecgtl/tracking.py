@@ -30,6 +30,7 @@ from ecgtl import runs
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport
 from ecgtl.plotting import figures_to_html, save_figure
+from ecgtl.redaction import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "ecgtl"
@@ -141,11 +142,11 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
                            experiment_id=experiment_id, tags=start_tags)
     try:
-        mlflow.set_tags({**tags, runs.MLFLOW_RUN_NAME: run_name})
+        set_tags({**tags, runs.MLFLOW_RUN_NAME: run_name})
         if run_id is None:
             # Under `mlflow run` the run already holds the MLproject parameters; those keys stay as logged.
             existing = mlflow.get_run(run.info.run_id).data.params
-            mlflow.log_params({k: ("" if v is None else v) for k, v in params.items() if k not in existing})
+            mlflow.log_params({k: redact("" if v is None else str(v)) for k, v in params.items() if k not in existing})
         yield run.info.run_id
     except KeyboardInterrupt as exc:
         _log_error(exc)
@@ -166,8 +167,8 @@ def _log_error(exc: BaseException) -> None:
     import mlflow
 
     with contextlib.suppress(Exception):
-        mlflow.set_tag(runs.ERROR, f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.log_text("".join(traceback.format_exception(exc)), "error.txt")
+        mlflow.set_tag(runs.ERROR, redact(f"{type(exc).__name__}: {exc}")[:5000])
+        mlflow.log_text(redact("".join(traceback.format_exception(exc))), "error.txt")
 
 
 def git_commit() -> str | None:
@@ -189,7 +190,7 @@ def log_text(text: str, artifact_file: str) -> None:
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
-    mlflow.set_tags(tags)
+    mlflow.set_tags({key: redact(str(value)) for key, value in tags.items()})
 
 
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
@@ -358,12 +359,22 @@ def stage_runs(stages: tuple[str, ...] = ("pretrain", "finetune", "scratch")):
 
 
 # ------------------------------------------------------------------------------------------------ registry
+def filter_value(text: str) -> str:
+    """A string literal for an MLflow search filter, never built by pasting a name between quotes: a name with
+    an apostrophe (legal in MLflow) is written in double quotes; one with both kinds cannot be searched."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise EcgtlError(f"{text!r}: a name holding both ' and \" cannot be searched in MLflow; rename it")
+
+
 def model_versions(name: str) -> list:
     """Every version of a registered model; an error naming the model when it has none or does not exist."""
     import mlflow
 
     try:
-        versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+        versions = mlflow.MlflowClient().search_model_versions(f"name={filter_value(name)}")
     except Exception as exc:
         if is_not_found(exc):
             versions = []
@@ -402,6 +413,48 @@ def resolve_version(name: str, reference: str):
     if version is None:
         raise EcgtlError(f"alias {reference!r} of {name} points to no version")
     return version
+
+
+def registered_models() -> list[dict]:
+    """Every registered model with its versions (number, aliases, run, tags), oldest version first. Aliases
+    come from the registered model itself: `search_model_versions` answers with empty `aliases`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    listed = []
+    for model in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, version in client.get_registered_model(model.name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = client.search_model_versions(f"name={filter_value(model.name)}")
+        listed.append({"name": model.name, "versions": [
+            {"version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])), "run_id": v.run_id,
+             "tags": dict(v.tags or {})} for v in sorted(versions, key=lambda v: int(v.version))]})
+    return listed
+
+
+def latest_finished_run(stage: str):
+    """The newest FINISHED run of `stage` in the current experiment, as a row of `search_runs`, or None."""
+    import mlflow
+
+    found = mlflow.search_runs(filter_string=f"tags.`{runs.STAGE}` = {filter_value(stage)} and attributes.status = 'FINISHED'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return None if found.empty else found.iloc[0]
+
+
+def download_artifact(run_id: str, path: str) -> str:
+    """One artifact of a run, downloaded to a new temporary folder; returns its local path."""
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp())
+
+
+def log_files(paths: list[Path], artifact_path: str) -> None:
+    """Log exactly these files (never the folder around them) under `artifact_path` of the active run."""
+    import mlflow
+
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path)
 
 
 def move_alias(name: str, alias: str, version: int | str) -> None:

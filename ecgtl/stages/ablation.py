@@ -40,6 +40,7 @@ from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.inputs import DOMAINS, FS_RANGE, leads_label, parse_leads
+from ecgtl.redaction import redact
 from ecgtl.stages.common import DataConfig, StageResult
 from ecgtl.stages.configs import (  # noqa: F401 (re-exported)
     AXES,
@@ -266,7 +267,7 @@ def _run_serially(tasks: list[dict]) -> list[CellOutcome]:
             result = run_task(task, nested=True)
             outcomes.append(CellOutcome(task, "reused" if result.reused else "finished", result.run_id))
         except Exception as exc:  # a failed cell is recorded; the others go on (Ctrl-C still stops everything)
-            print(f"  failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            print(redact(f"  failed: {type(exc).__name__}: {exc}"), file=sys.stderr, flush=True)
             outcomes.append(CellOutcome(task, "failed", None, f"{type(exc).__name__}: {exc}"))
     return outcomes
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ecgtl.errors import EcgtlError
+from ecgtl.redaction import redact
 
 TASK_ATTR = "ecgtl.task"
 READY_ATTR = "ecgtl.ready"
@@ -46,16 +47,7 @@ def open_storage(url: str, on_stale=None):
         raise
     except Exception as exc:  # SQLAlchemy/driver errors come in many types
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EcgtlError(f"storage {_redact(url)}: cannot be used ({first_line[:300]})") from None
-
-
-def _redact(url: str) -> str:
-    """A storage URL without its password, for messages."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return url
+        raise EcgtlError(f"storage {redact(url)}: cannot be used ({first_line[:300]})") from None
 
 
 def create_queue(storage, study_name: str, tasks: list[dict], attrs: dict | None = None):
@@ -120,7 +112,7 @@ def work(study, run_task: Callable[[dict], float]) -> int:
         try:
             return float(run_task(task))
         except Exception as exc:
-            trial.set_user_attr("ecgtl.error", f"{type(exc).__name__}: {exc}"[:2000])
+            trial.set_user_attr("ecgtl.error", redact(f"{type(exc).__name__}: {exc}")[:2000])
             raise
 
     while waiting(study):

@@ -41,6 +41,7 @@ from ecgtl.config import flatten, reuse_key
 from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
+from ecgtl.redaction import redact
 from ecgtl.stages.common import fit_pipeline, fit_step, load_data
 from ecgtl.stages.configs import PRUNERS, SearchSpace, TuneConfig  # noqa: F401 (re-exported)
 from ecgtl.stages.finetune import finetune, starting_point
@@ -311,7 +312,6 @@ def tune(config: TuneConfig) -> dict:
 
     from ecgtl.stages import queue
     from ecgtl.stages.finetune import DEFAULT_PRETRAINED
-    from ecgtl.stages.queue import _redact
 
     config.validate()
     config.search_space()  # a bad space file is refused before the store is touched
@@ -326,12 +326,12 @@ def tune(config: TuneConfig) -> dict:
     existing = len(study.trials)
     tags = {runs.STAGE: STAGE, "ecgtl.study": name, runs.TARGET: parse_spec(config.finetune.data.spec).short_name,
             runs.CONFIG_HASH: reuse_key(config)}
-    with tracking.stage_run(f"tune-{name}", tags, {**flatten(config), "storage": _redact(url)}) as parent_run_id:
+    with tracking.stage_run(f"tune-{name}", tags, {**flatten(config), "storage": redact(url)}) as parent_run_id:
         total = existing + config.n_trials
         study.set_user_attr("ecgtl.parent_run_id", parent_run_id)
         study.set_user_attr("ecgtl.target_trials", total)  # workers from other machines stop there too
         threads = max(1, (os.cpu_count() or 1) // config.workers)
-        print(f"tune: study {name!r} on {_redact(url)}, {config.n_trials} new trials (had {existing}), "
+        print(f"tune: study {name!r} on {redact(url)}, {config.n_trials} new trials (had {existing}), "
               f"{config.workers} worker(s), pruner {config.pruner}", file=sys.stderr)
         if config.workers == 1:
             _run_in_process(config, space, parent_run_id, total, study)

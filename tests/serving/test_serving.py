@@ -183,3 +183,23 @@ def test_predict_reads_records_at_any_rate_and_lists_unreadable_ones(served, tmp
     table = CliRunner().invoke(cli, ["predict", str(tmp_path / "records" / "E00001.hea"), "--model", MODEL],
                                env={"MLFLOW_TRACKING_URI": served["uri"]})
     assert table.exit_code == 0 and "E00001" in table.output and "labels" in table.output
+
+
+def test_logging_the_pyfunc_prints_no_type_hint_warning(tmp_path, monkeypatch):
+    """Every registration used to print MLflow's yellow "Add type hints to the `predict` method" warning."""
+    import warnings
+
+    import mlflow
+    from conftest import use_mlflow_store
+
+    from ecgtl import serving
+
+    use_mlflow_store(monkeypatch, tmp_path, "hints")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "placeholder.txt").write_text("the pyfunc is only logged here, not loaded")
+    with warnings.catch_warnings(record=True) as caught, mlflow.start_run():
+        warnings.simplefilter("always")
+        mlflow.pyfunc.log_model(name="model", python_model=serving.pyfunc_model(), artifacts={"bundle": str(bundle)},
+                                signature=serving.signature(100.0, ["A", "B"]))
+    assert not [w for w in caught if "type hint" in str(w.message).lower()], [str(w.message) for w in caught]
