@@ -67,22 +67,29 @@ def _sqlite_path(uri: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path).expanduser().resolve()
 
 
+def process_lock(*key: str):
+    """A lock file under `<cache>/locks/` shared by every ecgtl process of this machine, named by a hash of `key`
+    (a store, a model, a run): `with process_lock(...)`, or `.acquire(timeout=0)` to refuse instead of waiting."""
+    import hashlib
+
+    from filelock import FileLock
+
+    from ecgtl.paths import cache_root
+
+    lock = cache_root() / "locks" / f"{key[0]}-{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock))
+
+
 def initialise_store(uri: str) -> None:
     """Create and migrate a `sqlite:///` store once, under a lock beside ecgtl's cache (a no-op for servers
     and databases that exist). MLflow's migrations are not safe to run from two processes at once."""
     database = _sqlite_path(uri)
     if database is None:
         return
-    import hashlib
-
     import mlflow
-    from filelock import FileLock
 
-    from ecgtl.paths import cache_root
-
-    lock = cache_root() / "locks" / f"mlflow-{hashlib.sha256(str(database).encode()).hexdigest()[:16]}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock), timeout=600):
+    with process_lock("mlflow", str(database)).acquire(timeout=600):
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.search_experiments(max_results=1)  # tracking tables
         client.search_registered_models(max_results=1)  # registry tables
@@ -114,6 +121,26 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     `nested` makes it a child of the run active in this process; `parent_run_id` of a run started elsewhere
     (a worker process of an ablation or study), in that run's experiment.
     """
+    from filelock import Timeout
+
+    resume_lock = None
+    if run_id is not None:  # one resume of a run at a time (two would log every epoch twice)
+        resume_lock = process_lock("resume", tracking_uri(), run_id)
+        try:
+            resume_lock.acquire(timeout=0)
+        except Timeout:
+            raise EcgtlError(f"--resume {run_id}: another process is resuming this run right now") from None
+    try:
+        with _stage_run(run_name, tags, params, nested, run_id, parent_run_id) as yielded:
+            yield yielded
+    finally:
+        if resume_lock is not None:
+            resume_lock.release()
+
+
+@contextlib.contextmanager
+def _stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool, run_id: str | None,
+               parent_run_id: str | None) -> Iterator[str]:
     import mlflow
 
     previous_handler = signal.getsignal(signal.SIGTERM)

@@ -15,6 +15,7 @@ create registry versions or move `challenger`.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -97,7 +98,14 @@ def stage_tags(stage: str, init: str, source: str, target: str, data: DataConfig
 
 
 def checkpoint_path(run_id: str) -> Path:
+    """The run's last-epoch checkpoint (for `--resume`); deleted once the run has logged its model."""
     return cache_root() / "checkpoints" / run_id / "last.pt"
+
+
+def discard_checkpoint(run_id: str) -> None:
+    """A run that is complete (or, like a tuning trial, can never be resumed) keeps no checkpoint: its model and
+    optimiser state would only fill the cache with every cell and trial."""
+    shutil.rmtree(checkpoint_path(run_id).parent, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -187,4 +195,5 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
     with timing.phase("logging"):
         model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
         version = tracking.register(model_uri, registered_name, champion_if_first) if registered_name else None
+    discard_checkpoint(run_id)
     return StageResult(run_id, model_uri, version, report.metrics)

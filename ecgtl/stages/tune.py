@@ -42,7 +42,7 @@ from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.redaction import redact
-from ecgtl.stages.common import fit_pipeline, fit_step, load_data
+from ecgtl.stages.common import discard_checkpoint, fit_pipeline, fit_step, load_data
 from ecgtl.stages.configs import PRUNERS, SearchSpace, TuneConfig  # noqa: F401 (re-exported)
 from ecgtl.stages.finetune import finetune, starting_point
 from ecgtl.training.unfreeze import SCHEDULES
@@ -278,6 +278,7 @@ class TrialObjective:
                 raise
             finally:
                 tracking.log_epoch(0, {"trial_seconds": time.perf_counter() - started})
+                discard_checkpoint(run_id)  # a trial is never resumed
         if pruned is not None:
             raise pruned
         return value

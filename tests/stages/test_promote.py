@@ -121,6 +121,7 @@ def test_a_small_target_with_rare_classes_gets_a_decision_with_finite_numbers(tm
     import numpy as np
 
     from ecgtl import tracking
+    from ecgtl.stages.common import checkpoint_path
 
     uri = use_mlflow_store(monkeypatch, tmp_path, "promote-small", cache=True)
     target = "synthetic:g12ec?n=400&seed=0"
@@ -130,6 +131,7 @@ def test_a_small_target_with_rare_classes_gets_a_decision_with_finite_numbers(tm
                                                                              schedule="gradual", decay=2.0),
                             n_bootstrap=50)
     first = finetune(config)
+    assert not checkpoint_path(first.run_id).parent.exists()  # a finished run leaves no checkpoint behind
     finetune(FinetuneConfig(data=DataConfig(spec=target, fraction=0.5), train=config.train, n_bootstrap=50))
     test = tracking.load_predictions(first.run_id, "test")
     positives = test["labels"].sum(axis=0)

@@ -10,7 +10,7 @@ import pytest
 from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
-from ecgtl.stages.common import DataConfig
+from ecgtl.stages.common import DataConfig, checkpoint_path
 from ecgtl.stages.finetune import FinetuneConfig
 from ecgtl.stages.pretrain import PretrainConfig
 from ecgtl.stages.tune import SearchSpace, TuneConfig, parse_space, suggest
@@ -107,6 +107,7 @@ def test_tune_runs_trials_as_child_runs_prunes_cleanly_and_registers_only_a_chal
         history = store.get_metric_history(run.info.run_id, "val_macro_auc")
         assert len(history) == (2 if run.data.tags["ecgtl.trial_state"] == "COMPLETE" else 1)
         assert "test_macro_auc" not in run.data.metrics  # trials never look at test
+        assert not checkpoint_path(run.info.run_id).parent.exists()  # pruned or complete: no checkpoint left
     assert parent.data.metrics["best_val_macro_auc"] == pytest.approx(summary["best_value"])
     assert {"tuning/optuna.html", "tuning/trials.csv", "tuning/best.json"} <= {a.path for a in store.list_artifacts(parent.info.run_id, "tuning")}
     versions = store.search_model_versions("name='ecgtl-finetuned'")
