@@ -76,9 +76,10 @@ def test_two_resumes_of_one_run_at_the_same_moment_the_second_is_refused(tmp_pat
     first = subprocess.Popen([sys.executable, str(script), run_id], env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == "resuming"
-        with pytest.raises(EcgtlError, match=f"--resume {run_id}: another process is resuming this run right now"):
-            with tracking.stage_run("resumed", {"ecgtl.stage": "test", "ecgtl.config_hash": "k"}, {}, run_id=run_id):
-                pass
+        refused = f"--resume {run_id}: another process is resuming this run right now"
+        with pytest.raises(EcgtlError, match=refused), tracking.stage_run(
+                "resumed", {"ecgtl.stage": "test", "ecgtl.config_hash": "k"}, {}, run_id=run_id):
+            pass
     finally:
         assert first.wait(timeout=60) == 0
     assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "FINISHED"  # the first resume completed
