@@ -12,6 +12,7 @@ Policy (documented in the README):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -274,6 +275,7 @@ def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool =
             out_path = tmp / f"{name}.npy"
             np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32,
                                       shape=(len(members), len(STANDARD_LEADS), n_out)).flush()
+            reserve_disk(out_path)
             paths = list(source.index["header_path"].iloc[members])
             tasks += [_ReadTask(p, r, str(source.root), source.gain_errata, config.fs, n_out, str(out_path))
                       for p, r in _chunks(paths, list(range(len(members))), _CHUNK)]
@@ -310,10 +312,32 @@ def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool =
             tmp.rename(final)
         except OSError:  # another process finished the same cache first; theirs is identical
             shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DatasetError(f"{root}: no space left on the device for the cache of {spec.short_name} "
+                               f"({exc.strerror}); free some space or set ECGTL_CACHE_DIR elsewhere") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_cache(final)
+
+
+def reserve_disk(path: Path) -> None:
+    """Allocate a (sparse) memmap file's blocks now: writing into a memory map on a full disk kills the process
+    with SIGBUS and no message; reserving first turns that into an OSError (ENOSPC) before any record is read."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A file system without fallocate (EOPNOTSUPP, EINVAL): writes then fail as they always did.
+    finally:
+        os.close(fd)
 
 
 def _write_splits(tmp: Path, index: pd.DataFrame, labels: np.ndarray, split: np.ndarray,
@@ -327,6 +351,7 @@ def _write_splits(tmp: Path, index: pd.DataFrame, labels: np.ndarray, split: np.
             old = np.load(old_path, mmap_mode="r")
             compact = np.lib.format.open_memmap(tmp / f"{name}.compact.npy", mode="w+", dtype=np.float32,
                                                 shape=(int((~bad).sum()), *old.shape[1:]))
+            reserve_disk(tmp / f"{name}.compact.npy")
             compact[:] = old[~bad]
             compact.flush()
             del old, compact

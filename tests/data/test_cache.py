@@ -136,3 +136,22 @@ def test_resampling_only_the_centre_window_equals_resampling_everything(fs_in, f
     reference, valid_reference = crop_or_pad(resample(signal, fs_in, fs_out), n_out)
     assert valid == valid_reference
     np.testing.assert_allclose(windowed, reference, atol=1e-6)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_folder(cinc_folder, tmp_path, monkeypatch):
+    """Memory-mapped writes on a full disk used to die of SIGBUS and leave `.tmp-*` behind; the blocks are now
+    reserved first, so a full disk is an ENOSPC before any record is read."""
+    import errno
+    import os
+
+    from ecgtl.data.cache import PrepareConfig, prepare
+    from ecgtl.errors import DatasetError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    root = tmp_path / "cache"
+    with pytest.raises(DatasetError, match="no space left on the device for the cache of cinc"):
+        prepare(PrepareConfig(spec=f"cinc:{cinc_folder}"), cache_dir=root, progress=False)
+    assert not list(root.glob(".tmp-*")) and not [p for p in root.iterdir() if p.name not in ("splits",)]
