@@ -70,3 +70,36 @@ def load_yaml(path: str | os.PathLike, what: str) -> object:
         return yaml.load(text, Loader=_NoAliases)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise EcgtlError(f"{path}: {what} is not YAML ({str(exc).splitlines()[0]})") from None
+
+
+MAX_FOLDER_DEPTH = 64  # real dataset trees are a few levels deep; 1 200 nested folders are an accident or an attack
+
+
+def find_files(root: str | os.PathLike, suffix: str, *, first_only: bool = False) -> list[Path]:
+    """Files below `root` whose name ends with `suffix`, sorted: an iterative walk (no recursion limit), at most
+    `MAX_FOLDER_DEPTH` folders deep (deeper is one error naming the folder), each folder visited once (symlink
+    loops end). With `first_only`, stops at the first match."""
+    root = Path(root)
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise EcgtlError(f"{folder}: cannot list folder ({exc.strerror})") from None
+        for entry in entries:
+            if entry.is_dir():
+                if depth + 1 > MAX_FOLDER_DEPTH:
+                    raise EcgtlError(f"{root}: folders nested more than {MAX_FOLDER_DEPTH} deep (at {entry.path[:200]}...)")
+                stack.append((Path(entry.path), depth + 1))
+            elif entry.name.endswith(suffix):  # FIFOs and devices too: their reader reports them by name
+                found.append(Path(entry.path))
+                if first_only:
+                    return found
+    return sorted(found)

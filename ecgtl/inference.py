@@ -14,6 +14,7 @@ from scipy.special import expit
 
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.calibration import calibrator_from_dict
+from ecgtl.files import find_files, read_text_file
 from ecgtl.models import EcgModel, create_model
 from ecgtl.pipeline import InputPipeline
 
@@ -59,15 +60,21 @@ def save_bundle(folder: Path, model: EcgModel, info: BundleInfo) -> Path:
 def find_bundle(folder: Path) -> Path:
     """The folder holding bundle.json inside a downloaded model (it sits under artifacts/bundle/)."""
     folder = Path(folder)
-    found = sorted(folder.rglob(BUNDLE_JSON))
+    found = [p for p in find_files(folder, BUNDLE_JSON) if p.name == BUNDLE_JSON]
     if not found:
         raise EcgtlError(f"{folder}: no {BUNDLE_JSON} found: not an ecgtl model")
     return found[0].parent
 
 
 def load_bundle(folder: Path) -> tuple[EcgModel, BundleInfo]:
+    """The model and its description from a bundle folder; a damaged bundle is one line naming what is missing."""
     folder = find_bundle(folder)
-    info = BundleInfo.from_json(json.loads((folder / BUNDLE_JSON).read_text()))
+    try:
+        info = BundleInfo.from_json(json.loads(read_text_file(folder / BUNDLE_JSON, "model description", 64 << 20)))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise EcgtlError(f"{folder / BUNDLE_JSON}: not a readable ecgtl model description ({exc})"[:400]) from None
+    if not (folder / WEIGHTS).is_file():
+        raise EcgtlError(f"{folder}: the model bundle has no {WEIGHTS} (an incomplete download or copy?)")
     model = create_model(info.architecture, len(info.classes), n_leads=info.input_pipeline().n_channels)
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     return model, info

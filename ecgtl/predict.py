@@ -15,6 +15,7 @@ from pathlib import Path
 from ecgtl.data.cache import resample
 from ecgtl.data.records import read_record
 from ecgtl.errors import EcgtlError, RecordError
+from ecgtl.files import find_files
 
 
 @dataclass
@@ -67,7 +68,7 @@ def header_files(path: Path) -> tuple[list[Path], Path]:
         if path.suffix.lower() != ".hea":
             raise EcgtlError(f"{path}: not a WFDB header (.hea)")
         return [path], path.parent
-    found = sorted(path.rglob("*.hea"))
+    found = find_files(path, ".hea")
     if not found:
         raise EcgtlError(f"{path}: no .hea files below this folder")
     return found, path

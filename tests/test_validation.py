@@ -128,3 +128,63 @@ def test_yaml_aliases_are_refused_before_they_expand():
         load_yaml(handle.name, "grid file")
     os.unlink(handle.name)
     assert time.perf_counter() - started < 5
+
+
+# ------------------------------------------------------------------------------ damaged trees and files
+def test_a_folder_nested_1200_deep_is_one_line_for_inspect_and_predict(tmp_path):
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY)
+    for _ in range(1200):  # relative to each level, as a script would make it (the whole path is ~2.5 kB)
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(os.open("x.hea", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+    try:
+        _one_line_error(["data", "inspect", str(deep)], "folders nested more than 64 deep", tmp_path)
+        _one_line_error(["predict", str(deep), "--model", "models:/none@champion"],
+                        "folders nested more than 64 deep", tmp_path)
+    finally:
+        _remove_deep_tree(deep, 1200)
+
+
+def _remove_deep_tree(top, depth):
+    """Bottom-up with directory descriptors: shutil.rmtree (and pytest's cleanup) recurse and fail at this depth."""
+    fds = [os.open(top, os.O_RDONLY)]
+    for _ in range(depth):
+        fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+    os.unlink("x.hea", dir_fd=fds[-1])
+    for level in range(depth, 0, -1):
+        os.close(fds[level])
+        os.rmdir("d", dir_fd=fds[level - 1])
+    os.close(fds[0])
+
+
+def test_symlink_loops_end_and_shallow_trees_are_found_sorted(tmp_path):
+    from ecgtl.files import find_files
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").mkdir(parents=True)
+    for name in ("b/2.hea", "a/x/1.hea", "a/3.txt"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)
+    assert find_files(tmp_path, ".hea") == [tmp_path / "a/x/1.hea", tmp_path / "b/2.hea"]
+
+
+def test_a_bundle_without_weights_is_one_line(tmp_path):
+    import json
+
+    from ecgtl.errors import EcgtlError
+    from ecgtl.inference import BUNDLE_JSON, load_bundle
+
+    bundle = tmp_path / "artifacts" / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / BUNDLE_JSON).write_text(json.dumps({"architecture": "xresnet1d18", "classes": ["A"], "label_set": "x",
+                                                  "pipeline": {"fs": 100, "crop_s": 2.5, "stride_s": 1.25}}))
+    with pytest.raises(EcgtlError, match="the model bundle has no weights.pt"):
+        load_bundle(tmp_path)
+    (bundle / BUNDLE_JSON).write_text("{not json")
+    with pytest.raises(EcgtlError, match="not a readable ecgtl model description"):
+        load_bundle(tmp_path)

@@ -19,6 +19,7 @@ from ecgtl.data.records import lead_order, parse_header
 from ecgtl.data.sources import RecordProblem, RecordSource
 from ecgtl.data.splits import persisted_split
 from ecgtl.errors import DatasetError, RecordError
+from ecgtl.files import find_files
 
 # The 2020 Georgia release states 4880/mV; the 2021 release of the same records has identical digital
 # values and 1000/mV, which is right. We read 4880 as 1000.
@@ -52,7 +53,7 @@ class CincSource(RecordSource):
         self.code_system = "snomed"
         self.gain_errata = CINC_GAIN_ERRATA
         self.problems = []
-        self.header_paths = sorted(self.root.rglob("*.hea"))
+        self.header_paths = find_files(self.root, ".hea")
         if not self.header_paths:
             raise DatasetError(f"{self.root}: no .hea files found (is this a CinC challenge folder?)")
         rows = []

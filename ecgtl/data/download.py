@@ -24,9 +24,12 @@ from pathlib import Path
 import click
 
 from ecgtl.errors import EcgtlError
+from ecgtl.files import read_text_file
 
 PHYSIONET_FILES_URL = "https://physionet.org/files/"
 _LEDGER = ".ecgtl-download.json"
+# Longest file name and path (bytes) that Linux file systems take: longer checksum-list names are refused.
+_NAME_MAX, _PATH_MAX = 255, 4096
 _ATTEMPTS = 3
 
 
@@ -79,6 +82,8 @@ def confined_path(folder: Path, relative: str, origin: str = "checksum list") ->
         problem = "is absolute"
     elif any(part in ("", ".", "..") for part in parts):
         problem = "has an empty, '.' or '..' component"
+    elif any(len(part.encode()) > _NAME_MAX for part in parts) or len(relative.encode()) > _PATH_MAX:
+        problem = f"has a name longer than the file system allows ({_NAME_MAX} bytes a name, {_PATH_MAX} a path)"
     elif relative == _LEDGER or relative.startswith(f"{_LEDGER}."):
         problem = "would overwrite the download ledger"
     else:
@@ -109,10 +114,17 @@ def _fetch_text(url: str) -> str:
 
 
 def _load_ledger(folder: Path) -> dict[str, list[int]]:
+    """What earlier runs verified: {path: [size, mtime_ns]}. A missing, unreadable or malformed ledger (`[]`,
+    wrong types) is an empty one: every file is then checked again, nothing is trusted unverified."""
     try:
-        return json.loads((folder / _LEDGER).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        ledger = json.loads(read_text_file(folder / _LEDGER, "download ledger"))
+    except (EcgtlError, json.JSONDecodeError):
         return {}
+    if not isinstance(ledger, dict):
+        return {}
+    return {path: stamp for path, stamp in ledger.items()
+            if isinstance(path, str) and isinstance(stamp, list) and len(stamp) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in stamp)}
 
 
 def _save_ledger(folder: Path, ledger: dict[str, list[int]]) -> None:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ecgtl.data.labels import LabelSet, get_label_set
 from ecgtl.data.spec import SPEC_KINDS, DatasetSpec, detect_layout, parse_spec
+from ecgtl.files import find_files
 
 __all__ = ["SPEC_KINDS", "DatasetSpec", "RecordProblem", "RecordSource", "dataset_identity", "detect_layout",
            "fingerprint_of", "open_source", "parse_spec", "resolve_spec"]
@@ -103,7 +104,7 @@ def fingerprint_of(spec: DatasetSpec | str) -> str:
 
         return hash_files([find_database_csv(root), root / "scp_statements.csv"], root)
     detect_layout(root)
-    return hash_files(sorted(root.rglob("*.hea")), root)
+    return hash_files(find_files(root, ".hea"), root)
 
 
 def open_source(spec: DatasetSpec | str, fs: float = 100) -> RecordSource:

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 from ecgtl.errors import DatasetError
+from ecgtl.files import find_files
 
 SPEC_KINDS = ("ptbxl", "cinc", "synthetic")
 
@@ -68,6 +69,6 @@ def detect_layout(root: Path) -> str:
         raise DatasetError(f"{root}: dataset path is not a folder")
     if any(root.glob("ptbxl_database*.csv")):
         return "ptbxl"
-    if next(root.rglob("*.hea"), None) is not None:
+    if find_files(root, ".hea", first_only=True):
         return "cinc"
     raise DatasetError(f"{root}: neither PTB-XL layout (ptbxl_database.csv) nor CinC layout (*.hea files)")

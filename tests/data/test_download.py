@@ -181,3 +181,21 @@ def test_checksum_lines_leaving_the_target_are_refused_and_nothing_outside_chang
     assert _tree(outside) == before_outside
     assert _tree(target) == before_target  # nothing fetched, nothing written, not even the ledger
     assert [r for r in FakeMirror.requests if not r.endswith("SHA256SUMS.txt")] == []
+
+
+def test_a_name_longer_than_the_file_system_allows_is_refused_before_any_file(mirror, tmp_path):
+    """It used to pass validation and end in an OSError traceback after other files had been written."""
+    FakeMirror.extra_sums = [f"{'0' * 64}  training/georgia/g1/{'E' * 300}.mat"]
+    with pytest.raises(EcgtlError, match="has a name longer than the file system allows"):
+        download("g12ec", tmp_path / "target", mirror=mirror, progress=False)
+    assert not (tmp_path / "target").exists() or not any((tmp_path / "target").rglob("*.mat"))
+
+
+@pytest.mark.parametrize("ledger", ["[]", '{"training/georgia/g1/E00001.hea": "yes"}', "null", "{"])
+def test_a_malformed_ledger_means_every_file_is_verified_again(mirror, tmp_path, ledger):
+    target = tmp_path / "target"
+    download("g12ec", target, mirror=mirror, progress=False)
+    (target / ".ecgtl-download.json").write_text(ledger)
+    report = download("g12ec", target, mirror=mirror, progress=False)  # a TypeError on `[]` before
+    assert not report.failed and (target / "training/georgia/g1/E00001.mat").read_bytes() == FILES[
+        "training/georgia/g1/E00001.mat"]
