@@ -19,6 +19,12 @@ AGGREGATIONS = ("max", "mean")
 SCALINGS = ("dataset", "record")
 # Sampling rates ecgtl reads and models run at (Hz): headers outside it are record problems, options errors.
 FS_RANGE: tuple[float, float] = (50.0, 16_000.0)
+# Beyond this an ECG sample (in mV) is physically absurd (a wrong gain or unit): ECGs stay within about ±10 mV,
+# pacing spikes and baseline drift within a few tens. Records beyond it are record problems, requests a 400.
+MAX_ABS_MV = 1000.0
+# The largest request the served model scores (values = records x 12 x samples, ~24 MB as float32): e.g.
+# 16 minutes of one record at 500 Hz. Larger requests are a 400, not a multi-gigabyte allocation.
+MAX_REQUEST_VALUES = 6_000_000
 # The ranges of what a cache is built from (`PrepareConfig`, and `DataConfig` which names one).
 PREPARE_RANGES: dict[str, Range] = {"fs": Range(*FS_RANGE), "length_s": Range(0, 3600, low_open=True),
                                     "split_seed": Range(0, 2 ** 32 - 1)}

@@ -34,6 +34,9 @@ from ecgtl.inputs import (
     parse_leads,
 )
 
+# Windows per forward pass in inference: 32 ten-second records (224 windows) still go in one pass.
+MAX_WINDOWS_PER_PASS = 256
+
 
 def to_domain(windows: np.ndarray, domain: str) -> np.ndarray:
     """[n, channels, crop] time windows -> the model's input in `domain` (float32)."""
@@ -152,7 +155,9 @@ class InputPipeline:
                        batch_records: int = 32, device: torch.device | None = None) -> np.ndarray:
         """Logits [records, classes] of records [n, 12, samples] in mV at `fs`: sliding windows over each
         record's real samples (`lengths`, default all), aggregated by max or mean. 32 records (224 windows of
-        10 s records) per forward pass: twice as fast as 128 on 2 CPU cores (benchmarks/bench_inference.py)."""
+        10 s records) per forward pass: twice as fast as 128 on 2 CPU cores (benchmarks/bench_inference.py).
+        At most `MAX_WINDOWS_PER_PASS` windows go through the model at once and windows are cut per pass, so
+        one long record (an hour at 500 Hz) costs the memory of a normal batch, not gigabytes."""
         from ecgtl.models.base import fold_batchnorm
 
         device = device or next(model.parameters()).device
@@ -163,12 +168,18 @@ class InputPipeline:
         for start in range(0, len(signals), batch_records):
             block = self.records(np.asarray(signals[start:start + batch_records], dtype=np.float32),
                                  lengths[start:start + batch_records])
-            windows, per_record = sliding_windows(block, self.crop, self.stride)
+            if block.shape[-1] < self.crop:
+                block = np.pad(block, ((0, 0), (0, 0), (0, self.crop - block.shape[-1])))
             starts = window_starts(block.shape[-1], self.crop, self.stride)
-            batch = torch.from_numpy(self.inputs(windows)).to(device)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                logits = model(batch).float().cpu().numpy()
-            logits = logits.reshape(len(block), per_record, -1)
+            per_pass = max(1, MAX_WINDOWS_PER_PASS // len(block))  # windows of each record in one pass
+            parts = []
+            for first in range(0, len(starts), per_pass):
+                chunk = starts[first:first + per_pass]
+                windows = np.stack([block[..., s:s + self.crop] for s in chunk], axis=1)
+                batch = torch.from_numpy(self.inputs(windows.reshape(-1, block.shape[1], self.crop))).to(device)
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    parts.append(model(batch).float().cpu().numpy().reshape(len(block), len(chunk), -1))
+            logits = np.concatenate(parts, axis=1)
             usable = _usable_windows(starts, self.crop, lengths[start:start + len(block)])
             if self.aggregation == "max":
                 outputs.append(np.where(usable[..., None], logits, -np.inf).max(axis=1))

@@ -3,9 +3,11 @@
 
 Input: float32 `[records, 12, samples]`, leads I, II, III, aVR, aVL, aVF, V1-V6, in mV, at the model's sampling
 rate; the optional param `fs` states another rate, and the records are then resampled to the model's. Output:
-calibrated probabilities, one column per class. Bad input (shape, lead count, dtype, non-finite values, an
-invalid `fs`, records shorter than one window) raises an `MlflowException` with INVALID_PARAMETER_VALUE, which
-`mlflow models serve` answers with HTTP 400 and the message, never 500 or a silent wrong answer.
+calibrated probabilities, one column per class. Bad input (shape, lead count, dtype, non-finite values, values
+beyond ±`MAX_ABS_MV` mV, more than `MAX_REQUEST_VALUES` values, an invalid `fs`, records shorter than one
+window) raises an `MlflowException` with INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with
+HTTP 400 and the message, never 500 or a silent wrong answer; so does an output that is not finite (never a
+200 with bare `NaN` tokens). Windows are scored in bounded batches, so memory stays flat for long records.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _bad_input(message: str):
 def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: float) -> np.ndarray:
     """The records as float32 [records, 12, samples] at the model's rate, or a 400-class error saying why."""
     from ecgtl.data.cache import resample
-    from ecgtl.inputs import FS_RANGE
+    from ecgtl.inputs import FS_RANGE, MAX_ABS_MV, MAX_REQUEST_VALUES
 
     if isinstance(model_input, dict):
         model_input = model_input.get(INPUT_NAME, next(iter(model_input.values()), None))
@@ -54,8 +56,14 @@ def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: fl
         raise _bad_input(f"input shape {signals.shape}: expected [records, 12 leads, samples]")
     if signals.shape[0] == 0:
         raise _bad_input("no records")
+    if signals.size > MAX_REQUEST_VALUES:
+        raise _bad_input(f"input holds {signals.size} values, more than the {MAX_REQUEST_VALUES} one request may "
+                         "carry: send fewer or shorter records per request")
     if not np.isfinite(signals).all():
         raise _bad_input("input holds NaN or infinite values")
+    if np.abs(signals).max() > MAX_ABS_MV:
+        raise _bad_input(f"input holds values beyond ±{MAX_ABS_MV:g} mV ({float(np.abs(signals).max()):.3g}): "
+                         "signals are expected in mV")
     rate = model_fs if fs is None else fs
     try:
         rate = float(rate)
@@ -90,6 +98,10 @@ def pyfunc_model():
             info = self.predictor.info
             fs = (params or {}).get("fs")
             signals = validated_signals(model_input, info.fs, fs, self.predictor.pipeline.crop_s)
-            return pd.DataFrame(self.predictor.predict_proba(signals), columns=info.classes)
+            probabilities = self.predictor.predict_proba(signals)
+            if not np.isfinite(probabilities).all():
+                bad = sorted({int(i) for i in np.flatnonzero(~np.isfinite(probabilities).all(axis=1))})
+                raise _bad_input(f"the model's output is not finite for record(s) {bad[:10]}: inputs out of range")
+            return pd.DataFrame(probabilities, columns=info.classes)
 
     return EcgPyfuncModel()

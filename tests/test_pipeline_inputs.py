@@ -137,3 +137,23 @@ def test_a_model_and_data_that_differ_in_scaling_are_refused_before_training():
     assert input_mismatch(InputPipeline(fs=100).contract, InputContract(100.0, STANDARD_LEADS, "time")) == []
     with pytest.raises(EcgtlError, match="data.scaling must be one of"):
         DataConfig(scaling="per-lead").validate()
+
+
+def test_long_records_are_scored_in_bounded_window_batches_with_the_same_logits(monkeypatch):
+    """One record of an hour went through the model in one pass of ~2 900 windows (gigabytes in serving and
+    predict); windows now go in passes of at most MAX_WINDOWS_PER_PASS, with identical logits."""
+    import ecgtl.pipeline as pipeline_module
+
+    rng = np.random.default_rng(0)
+    signals = rng.standard_normal((3, 12, 6000)).astype(np.float32)  # 60 s each: 47 windows per record
+    pipeline = InputPipeline(fs=100).fit_scaler(signals, np.full(3, 6000))
+    torch.manual_seed(0)
+    model = create_model("xresnet1d18", 4, n_leads=12)
+    one_pass = pipeline.predict_logits(model, signals, np.array([6000, 4000, 6000]))
+    sizes = []
+    monkeypatch.setattr(pipeline_module, "MAX_WINDOWS_PER_PASS", 20)
+    handle = model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    bounded = pipeline.predict_logits(model, signals, np.array([6000, 4000, 6000]))
+    handle.remove()
+    assert max(sizes) <= 20 and sum(sizes) == 3 * 47
+    np.testing.assert_allclose(bounded, one_pass, rtol=1e-5, atol=1e-5)

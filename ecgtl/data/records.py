@@ -28,7 +28,7 @@ import numpy as np
 
 from ecgtl.errors import RecordError
 from ecgtl.files import read_regular_file
-from ecgtl.inputs import FS_RANGE, STANDARD_LEADS
+from ecgtl.inputs import FS_RANGE, MAX_ABS_MV, STANDARD_LEADS
 
 __all__ = ["STANDARD_LEADS"]
 
@@ -401,6 +401,10 @@ def read_signal(header: Header, gain_errata: Mapping[float, float] | None = None
     physical[digital == _FMT16_INVALID] = np.nan
     if not np.isfinite(physical).all():
         raise RecordError(f"{header.path}: signal contains NaN or invalid samples")
+    largest = float(np.abs(physical).max(initial=0.0))
+    if largest > MAX_ABS_MV:
+        raise RecordError(f"{header.path}: amplitudes up to {largest:.3g} mV are physically absurd (more than "
+                          f"{MAX_ABS_MV:g} mV): a wrong gain or unit in the header")
     return np.ascontiguousarray(physical.T, dtype=np.float32)
 
 

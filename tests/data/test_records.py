@@ -257,3 +257,12 @@ def test_mat_v5_that_claims_a_larger_matrix_is_refused_before_loading(tmp_path):
                      do_compression=True)  # compresses to a few kB: a small file, a big allocation
     with pytest.raises(RecordError, match="header says 12x5000, 'val' is 12x50000"):
         read_signal(parse_header(header))
+
+
+def test_a_gain_that_makes_amplitudes_absurd_is_a_record_problem(tmp_path):
+    """A header with gain 1e-33/mV gave a signal of ~7e36 mV and nine labels at p = 1.000."""
+    from ecgtl.data.records import read_record
+
+    header = write_cinc(tmp_path, "E00001", digital_ecg(seed=1), gain="1e-33/mV")
+    with pytest.raises(RecordError, match=r"E00001.hea: amplitudes up to .* mV are physically absurd"):
+        read_record(header)

@@ -56,6 +56,8 @@ def served(tmp_path_factory):
     (np.full((1, 12, 1000), np.nan, np.float32), None, "NaN"),
     (np.zeros((1, 12, 1000), np.float32), {"fs": 0.5}, "fs 0.5 Hz is outside"),
     (np.zeros((1, 12, 100), np.float32), None, "shorter than one 2.5 s window"),
+    (np.full((1, 12, 1000), 3e38, np.float32), None, "values beyond ±1000 mV"),  # was a 200 with NaN tokens
+    (np.zeros((1, 12, 1_000_000), np.float32), {"fs": 50}, "more than the 6000000 one request may carry"),
 ])
 def test_bad_input_is_a_400_class_error_with_a_message(data, params, message):
     from mlflow.exceptions import MlflowException
@@ -203,3 +205,16 @@ def test_logging_the_pyfunc_prints_no_type_hint_warning(tmp_path, monkeypatch):
         mlflow.pyfunc.log_model(name="model", python_model=serving.pyfunc_model(), artifacts={"bundle": str(bundle)},
                                 signature=serving.signature(100.0, ["A", "B"]))
     assert not [w for w in caught if "type hint" in str(w.message).lower()], [str(w.message) for w in caught]
+
+
+def test_served_outputs_that_are_not_finite_are_a_400_not_a_200_with_nan(served, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ecgtl.inference import Predictor
+
+    model = mlflow.pyfunc.load_model(MODEL)
+    monkeypatch.setattr(Predictor, "predict_proba", lambda self, signals: np.full((len(signals), 18), np.nan))
+    with pytest.raises(MlflowException, match=r"output is not finite for record\(s\) \[0, 1, 2\]") as info:
+        model.predict(served["signals"])
+    assert info.value.get_http_status_code() == 400
