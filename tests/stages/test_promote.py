@@ -149,3 +149,36 @@ def test_a_small_target_with_rare_classes_gets_a_decision_with_finite_numbers(tm
                               "tags.`ecgtl.stage` = 'promote'")[0]
     assert gate.data.tags["ecgtl.promotion.classes"] == decision.classes
     assert client.get_model_version("ecgtl-finetuned", "2").tags["ecgtl.promotion.left_out"] == decision.left_out
+
+
+def test_a_champion_that_saw_the_challengers_test_records_is_refused(registry):
+    """A model trained on another split_seed of the same data has seen most of the challenger's test records."""
+    other_split = finetune(_finetune(split_seed=1))
+    decision = decide(PromoteConfig(challenger=str(other_split.version), margin=-1.0, ece_tolerance=1.0,
+                                    n_bootstrap=50))
+    assert not decision.promote and decision.reason.startswith("refused: ")
+    assert "the champion v1 was trained on" in decision.reason and "test records" in decision.reason
+
+
+def test_the_champion_moves_only_if_it_is_still_the_one_compared_with(registry, monkeypatch):
+    """Two gates at once used to both move `champion`; the second now sees it moved and refuses."""
+    from ecgtl import tracking
+    from ecgtl.stages import promote as promote_module
+
+    client = registry["client"]
+    real_decide = promote_module.decide
+
+    def another_gate_moves_it_meanwhile(config):
+        decision = real_decide(config)  # compared v2 with champion v1 ...
+        tracking.move_alias("ecgtl-finetuned", "champion", "3" if _champions(client) == ["1"] else "1")
+        return decision  # ... but by now v3 holds champion
+
+    tracking.register(registry["first"].model_uri, "ecgtl-finetuned", champion_if_first=False)  # v3 exists
+    monkeypatch.setattr(promote_module, "decide", another_gate_moves_it_meanwhile)
+    try:
+        decision = promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
+        assert not decision.promote and "champion moved from v1 to v3 while this gate compared" in decision.reason
+        assert _champions(client) == ["3"]
+        assert client.get_model_version("ecgtl-finetuned", "2").tags["ecgtl.promotion.promote"] == "False"
+    finally:
+        tracking.move_alias("ecgtl-finetuned", "champion", "1")  # the module's champion for the other tests
