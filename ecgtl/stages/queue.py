@@ -15,6 +15,8 @@ Optuna's trial queue on shared storage (no home-made queue).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from ecgtl.redaction import redact
 
 TASK_ATTR = "ecgtl.task"
 READY_ATTR = "ecgtl.ready"
+WORKER_ATTR = "ecgtl.worker"
 HEARTBEAT_S, GRACE_S = 10, 60  # a dead worker's trial turns FAIL about a minute after its last heartbeat; a
 # busy but live worker must not miss it
 
@@ -51,13 +54,18 @@ def open_storage(url: str, on_stale=None):
 
 
 def create_queue(storage, study_name: str, tasks: list[dict], attrs: dict | None = None):
-    """Create the study and enqueue `tasks` once; if it exists already, load it (and check it is ours)."""
+    """Create the study and enqueue `tasks` once. If it exists already (a re-run of the same command), load it,
+    fail the trials of workers that died on this machine, and enqueue again every task that has no COMPLETE,
+    WAITING or RUNNING trial: a re-run retries what failed or was killed."""
     import optuna
 
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
-        return join_queue(storage, study_name)
+        study = join_queue(storage, study_name)
+        fail_dead_trials(study)
+        requeue_unfinished(study)
+        return study
     for key, value in (attrs or {}).items():
         study.set_user_attr(key, value)
     for task in tasks:
@@ -84,6 +92,56 @@ def join_queue(storage, study_name: str, wait_s: float = 120):
         time.sleep(1)
 
 
+def worker_id() -> str:
+    """`host:pid` of this process, stored on every trial it runs (how a dead worker is recognised)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive_here(worker: str) -> bool | None:
+    """Whether a worker of this host is alive (None: another host's, which only a heartbeat can tell)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study) -> int:
+    """RUNNING trials whose worker process on this host is gone become FAIL (journal files have no heartbeat;
+    RDB storages also fail stale trials by heartbeat). Returns how many."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if _alive_here(trial.user_attrs.get(WORKER_ATTR, "")) is False:
+            trial_id = trial._trial_id  # noqa: SLF001 (Optuna exposes no public id for storage calls)
+            study._storage.set_trial_user_attr(trial_id, "ecgtl.error", "worker died")  # noqa: SLF001
+            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            failed += 1
+    return failed
+
+
+def requeue_unfinished(study) -> int:
+    """Enqueue again each task whose trials all FAILED (or were pruned for lack of work); returns how many."""
+    import optuna
+
+    states: dict[str, set] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if TASK_ATTR in trial.user_attrs:
+            states.setdefault(trial.user_attrs[TASK_ATTR], set()).add(trial.state)
+    alive = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING}
+    again = [task for task, seen in states.items() if not seen & alive]
+    for task in again:
+        study.enqueue_trial({}, user_attrs={TASK_ATTR: task}, skip_if_exists=False)
+    return len(again)
+
+
 def task_of(trial) -> dict | None:
     """The task a trial carries, or None for a trial that was not enqueued by `create_queue`."""
     text = trial.user_attrs.get(TASK_ATTR)
@@ -106,6 +164,7 @@ def work(study, run_task: Callable[[dict], float]) -> int:
 
     def objective(trial: optuna.Trial) -> float:
         task = task_of(trial)
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         if task is None:  # the queue emptied between our check and the pop: nothing to do
             trial.set_user_attr("ecgtl.note", "no task left")
             raise optuna.TrialPruned("no task left")
@@ -128,7 +187,7 @@ def wait_for_other_workers(study, poll_s: float = 2.0) -> None:
     import optuna
 
     while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        optuna.storages.fail_stale_trials(study)
+        fail_dead_trials(study)
         time.sleep(poll_s)
 
 

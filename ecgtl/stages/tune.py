@@ -42,6 +42,7 @@ from ecgtl.data.sources import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.redaction import redact
+from ecgtl.stages import queue
 from ecgtl.stages.common import discard_checkpoint, fit_pipeline, fit_step, load_data
 from ecgtl.stages.configs import PRUNERS, SearchSpace, TuneConfig  # noqa: F401 (re-exported)
 from ecgtl.stages.finetune import finetune, starting_point
@@ -253,7 +254,7 @@ class TrialObjective:
                 f"trial-{trial.number}-{params['schedule']}", tags, flatten(finetune_config),
                 parent_run_id=self.parent_run_id) as run_id:
             trial.set_user_attr("ecgtl.run_id", run_id)
-            trial.set_user_attr("ecgtl.worker", f"{os.uname().nodename}:{os.getpid()}")
+            trial.set_user_attr(queue.WORKER_ATTR, queue.worker_id())
             try:
                 start = starting_point(finetune_config, prepared, Path(tmp))
                 pipeline = fit_pipeline(finetune_config.data, finetune_config.train, prepared, rows)
@@ -311,7 +312,6 @@ def tune(config: TuneConfig) -> dict:
 
     import optuna
 
-    from ecgtl.stages import queue
     from ecgtl.stages.finetune import DEFAULT_PRETRAINED
 
     config.validate()
