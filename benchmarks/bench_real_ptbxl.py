@@ -37,7 +37,9 @@ FRACTIONS = (1.0, 0.5, 0.25, 0.1)
 
 
 def _environment(out: Path) -> None:
+    """The store, caches and (MLflow's default artifact root is relative) the artifacts all under `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    os.chdir(out)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out.resolve()}/mlflow.db")
     os.environ.setdefault("ECGTL_CACHE_DIR", str(out.resolve() / "cache"))
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "bench-real-ptbxl")
@@ -137,6 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "ptbxl_database.csv").exists():
         raise SystemExit(f"{args.data}: no ptbxl_database.csv (pass --data PATH to the real PTB-XL subset)")
+    args.data, args.cinc, args.out = args.data.resolve(), args.cinc.resolve(), args.out.resolve()
     _environment(args.out)
     parts = set(args.parts.split(","))
     sections, models = [], {}
