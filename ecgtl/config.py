@@ -140,3 +140,13 @@ def check_numbers(config: Any, prefix: str = "") -> None:
         allowed = ranges.get(field.name)
         if allowed is not None and not allowed.contains(value):
             raise EcgtlError(f"{key} must be {allowed.describe()}, got {format_number(value)}")
+
+
+def validate_parts(config: Any) -> Any:
+    """`check_numbers(config)`, then the `validate()` of every nested config (data, train, ...). Returns it."""
+    check_numbers(config)
+    for field in dataclasses.fields(config):
+        part = getattr(config, field.name)
+        if dataclasses.is_dataclass(part) and hasattr(part, "validate"):
+            part.validate()
+    return config

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ecgtl.config import Range, check_numbers, reuse_key
+from ecgtl.config import Range, check_numbers, reuse_key, validate_parts
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import DOMAINS, PREPARE_RANGES, SCALINGS, InputContract, parse_leads
@@ -70,10 +70,7 @@ class PretrainConfig:
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
 
     def validate(self) -> PretrainConfig:
-        check_numbers(self)
-        self.data.validate()
-        self.train.validate()
-        return self
+        return validate_parts(self)
 
 
 DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
@@ -97,14 +94,11 @@ class FinetuneConfig:
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
 
     def validate(self) -> FinetuneConfig:
-        check_numbers(self)
         if self.init not in REGISTERED:
             raise EcgtlError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
         if self.head not in ("new", "reuse"):
             raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
-        self.data.validate()
-        self.train.validate()
-        return self
+        return validate_parts(self)
 
 
 SPLIT_CHOICES = ("test", "val", "all")
@@ -143,10 +137,7 @@ class MainConfig:
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
 
     def validate(self) -> MainConfig:
-        check_numbers(self)
-        self.pretrain.validate()
-        self.finetune.validate()
-        return self
+        return validate_parts(self)
 
 
 @dataclass(frozen=True)

@@ -112,17 +112,23 @@ def _alive_here(worker: str) -> bool | None:
 
 
 def fail_dead_trials(study) -> int:
-    """RUNNING trials whose worker process on this host is gone become FAIL (journal files have no heartbeat;
-    RDB storages also fail stale trials by heartbeat). Returns how many."""
+    """RUNNING trials whose worker process on this host is gone become FAIL at once (journal files have no
+    heartbeat; RDB storages also fail stale trials of other hosts by heartbeat), and the storage's
+    failed-trial callback runs for them as for a stale heartbeat (tuning ends the trial's MLflow run FAILED).
+    Returns how many this host's check failed."""
     import optuna
 
     optuna.storages.fail_stale_trials(study)
+    storage = study._storage  # noqa: SLF001 (Optuna exposes no public storage calls on a study)
+    callback = storage.get_failed_trial_callback() if hasattr(storage, "get_failed_trial_callback") else None
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if _alive_here(trial.user_attrs.get(WORKER_ATTR, "")) is False:
-            trial_id = trial._trial_id  # noqa: SLF001 (Optuna exposes no public id for storage calls)
-            study._storage.set_trial_user_attr(trial_id, "ecgtl.error", "worker died")  # noqa: SLF001
-            study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            trial_id = trial._trial_id  # noqa: SLF001 (no public id for storage calls)
+            storage.set_trial_user_attr(trial_id, "ecgtl.error", "worker died")
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+            if callback is not None:
+                callback(study, storage.get_trial(trial_id))
             failed += 1
     return failed
 
