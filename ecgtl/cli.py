@@ -130,8 +130,14 @@ def plot_command(source: str, record_id: str | None, out: Path, gallery: bool, l
     click.echo(f"wrote {plot_source(source, out, record_id=record_id, gallery=gallery, label_set=label_set, fs=fs)}")
 
 
+def _spellings(name: str) -> list[str]:
+    """`--n_trials` (the MLflow param's spelling) and `--n-trials` (click's convention): both are accepted."""
+    return list(dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"]))
+
+
 def _config_options(config_class):
-    """One `--a.b` option per flattened config field (the same names as the MLflow params)."""
+    """One `--a.b` option per flattened config field (the same names as the MLflow params), accepted with
+    dashes too (`--train.batch-size`)."""
     from ecgtl.config import field_types, flatten
 
     defaults = flatten(config_class())
@@ -141,7 +147,7 @@ def _config_options(config_class):
             click_type = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
             # A bool works as a flag (`--quick`) and with a value (`--quick false`, as MLproject passes it).
             extra = {"is_flag": False, "flag_value": "true"} if kind is bool else {}
-            function = click.option(f"--{name}", name.replace(".", "__"), type=click_type, default=None,
+            function = click.option(*_spellings(name), name.replace(".", "__"), type=click_type, default=None,
                                     help=f"default: {defaults[name]!r}", **extra)(function)
         return function
 
@@ -190,7 +196,7 @@ def _register_ablation_commands() -> None:
 
     @cli.command("ablation-worker", help="Join a running ablation's queue (shared storage) from another machine.")
     @click.option("--storage", required=True, help="The Optuna storage URL the ablation uses.")
-    @click.option("--study-name", required=True)
+    @click.option("--study-name", "--study_name", required=True)
     def ablation_worker_command(storage: str, study_name: str) -> None:
         from ecgtl.stages.ablation import ablation_worker
 
@@ -215,7 +221,7 @@ def _register_tune_commands() -> None:
 
     @cli.command("tune-worker", help="Join a running study (shared storage) from another machine.")
     @click.option("--storage", required=True)
-    @click.option("--study-name", required=True)
+    @click.option("--study-name", "--study_name", required=True)
     def tune_worker_command(storage: str, study_name: str) -> None:
         from ecgtl.stages.tune import tune_worker
 
@@ -302,9 +308,9 @@ def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
 @click.option("--model", default="ecgtl-finetuned", show_default=True, help="Registered model name.")
 @click.option("--challenger", default="challenger", show_default=True, help="Version number or alias.")
 @click.option("--margin", default=0.0, show_default=True, help="The gain's lower CI bound must exceed this.")
-@click.option("--ece-tolerance", default=0.01, show_default=True, help="How much worse ECE may be.")
-@click.option("--n-bootstrap", default=1000, show_default=True)
-@click.option("--dry-run", is_flag=True, help="Only print the decision.")
+@click.option("--ece-tolerance", "--ece_tolerance", default=0.01, show_default=True, help="How much worse ECE may be.")
+@click.option("--n-bootstrap", "--n_bootstrap", default=1000, show_default=True)
+@click.option("--dry-run", "--dry_run", is_flag=True, help="Only print the decision.")
 def promote_command(model: str, challenger: str, margin: float, ece_tolerance: float, n_bootstrap: int,
                     dry_run: bool) -> None:
     """Move `champion` to the challenger if it beats the champion on the same test records."""

@@ -131,3 +131,13 @@ def test_timing_phases_count_nested_time_once():
     totals = timing.totals()
     assert 0.09 <= totals["generation"] < 0.2 and 0.04 <= totals["prepare"] < 0.09  # not 0.15: generation is its own
     assert "generation" in timing.table() and "other" in timing.table()
+
+
+@pytest.mark.parametrize("args", [["tune", "--n-trials", "0"], ["tune", "--n_trials", "0"]])
+def test_options_take_the_underscore_and_the_dash_spelling(args):
+    """`ecgtl tune --n-trials 4` used to be "No such option"; both spellings reach the same config field."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "error: n_trials must be >= 1 and <= 1000000, got 0" in result.output
+    assert "No such option" not in result.output
+    help_text = CliRunner().invoke(cli, ["finetune", "--help"]).output
+    assert "--train.batch_size, --train.batch-size" in help_text
