@@ -119,6 +119,10 @@ class Range:
         return " and ".join(part for part in (low, high) if part)
 
 
+# Seeds are numpy's: non-negative and below 2**32.
+SEED_RANGE = Range(0, 2 ** 32 - 1)
+
+
 def format_number(value: float) -> str:
     """Whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ecgtl.config import Range
+from ecgtl.config import SEED_RANGE, Range
 from ecgtl.errors import EcgtlError
 
 STANDARD_LEADS: tuple[str, ...] = (
@@ -27,7 +27,7 @@ MAX_ABS_MV = 1000.0
 MAX_REQUEST_VALUES = 6_000_000
 # The ranges of what a cache is built from (`PrepareConfig`, and `DataConfig` which names one).
 PREPARE_RANGES: dict[str, Range] = {"fs": Range(*FS_RANGE), "length_s": Range(0, 3600, low_open=True),
-                                    "split_seed": Range(0, 2 ** 32 - 1)}
+                                    "split_seed": SEED_RANGE}
 LEAD_GROUPS: dict[str, tuple[str, ...]] = {
     "all12": STANDARD_LEADS,
     "limb6": STANDARD_LEADS[:6],

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import resample_poly
 
+from ecgtl.config import SEED_RANGE
 from ecgtl.data.labels import SHARED18, SHARED18_MAP
 from ecgtl.data.records import STANDARD_LEADS, write_format16
 from ecgtl.data.spec import DatasetSpec
@@ -603,8 +604,8 @@ class SynthConfig:
             raise DatasetError(f"unknown synthetic layout {self.like!r}; choose from {', '.join(LAYOUTS)}")
         if not 1 <= self.n <= MAX_SYNTHETIC_RECORDS:
             raise DatasetError(f"n must lie in 1..{MAX_SYNTHETIC_RECORDS} records, got {self.n}")
-        if not 0 <= self.seed < 2 ** 32:
-            raise DatasetError(f"seed must lie in 0..{2 ** 32 - 1}, got {self.seed}")
+        if not SEED_RANGE.contains(self.seed):
+            raise DatasetError(f"seed must be {SEED_RANGE.describe()}, got {self.seed}")
         bad_rates = [r for r in self.rates if r not in (100, 500)]
         if bad_rates or not self.rates:
             raise DatasetError(f"rates must be 100 and/or 500, got {','.join(map(str, self.rates)) or 'none'}")

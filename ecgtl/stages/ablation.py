@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, replace
 
 from ecgtl import runs, tracking
-from ecgtl.config import Range, build, flatten, reuse_key
+from ecgtl.config import SEED_RANGE, Range, build, flatten, reuse_key
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
@@ -69,7 +69,7 @@ def _axis_value(axis: str, text: str):
             value = float(text)
         except ValueError:
             raise EcgtlError(f"axis {axis}: {text!r} is not a number") from None
-        allowed = Range(*FS_RANGE) if axis == "fs" else Range(0, 2 ** 32 - 1) if axis == "seed" else Range(0, 1, low_open=True)
+        allowed = Range(*FS_RANGE) if axis == "fs" else SEED_RANGE if axis == "seed" else Range(0, 1, low_open=True)
         if not (math.isfinite(value) and allowed.contains(value)) or (axis == "seed" and value != int(value)):
             what = "a whole number " if axis == "seed" else "a finite number "
             raise EcgtlError(f"axis {axis}: values must be {what}{allowed.describe()}, got {text}")

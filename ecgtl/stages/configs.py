@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ecgtl.config import Range, check_numbers, reuse_key, validate_parts
+from ecgtl.config import SEED_RANGE, Range, check_numbers, reuse_key, validate_parts
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import DOMAINS, PREPARE_RANGES, SCALINGS, InputContract, parse_leads
@@ -116,8 +116,8 @@ class EvaluateConfig:
     strict: bool = False
     seed: int = 0
 
-    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": Range(0, 2 ** 32 - 1),
-                                          "seed": Range(0, 2 ** 32 - 1)}
+    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": SEED_RANGE,
+                                          "seed": SEED_RANGE}
 
     def validate(self) -> EvaluateConfig:
         check_numbers(self)
@@ -151,7 +151,7 @@ class PromoteConfig:
     dry_run: bool = False
 
     RANGES: ClassVar[dict[str, Range]] = {"margin": Range(-1, 1), "ece_tolerance": Range(0, 1),
-                                          "n_bootstrap": N_BOOTSTRAP_RANGE, "seed": Range(0, 2 ** 32 - 1)}
+                                          "n_bootstrap": N_BOOTSTRAP_RANGE, "seed": SEED_RANGE}
 
     def validate(self) -> PromoteConfig:
         check_numbers(self)
@@ -271,7 +271,7 @@ class TuneConfig:
 
     RANGES: ClassVar[dict[str, Range]] = {"n_trials": Range(1, 1_000_000), "timeout": Range(0),
                                           "workers": Range(1, 1024), "reduction_factor": Range(2, 100),
-                                          "sampler_seed": Range(0, 2 ** 32 - 1)}
+                                          "sampler_seed": SEED_RANGE}
 
     def validate(self) -> TuneConfig:
         check_numbers(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ecgtl.config import Range, check_numbers
+from ecgtl.config import SEED_RANGE, Range, check_numbers
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import AGGREGATIONS
 
@@ -37,7 +37,7 @@ class TrainConfig:
         "weight_decay": Range(0, 10), "crop_s": Range(0, 3600, low_open=True),
         "stride_s": Range(0, 3600, low_open=True), "epochs_per_stage": Range(1, 100_000),
         "groups_per_stage": Range(1, 1000), "decay": Range(1, 1000), "head_lr_mult": Range(0, 1e4, low_open=True),
-        "dropout": Range(0, 0.999), "patience": Range(0, 100_000), "seed": Range(0, 2 ** 32 - 1),
+        "dropout": Range(0, 0.999), "patience": Range(0, 100_000), "seed": SEED_RANGE,
     }
 
     def validate(self) -> TrainConfig:
