@@ -10,7 +10,24 @@ import pytest
 import scipy.io
 import wfdb
 
-from ecgtl.data.records import STANDARD_LEADS
+from ecgtl.inputs import STANDARD_LEADS
+
+
+def pytest_addoption(parser):
+    parser.addoption("--order", choices=("file", "reverse", "shuffle"), default="file",
+                     help="Run tests in file order, reversed, or shuffled (seed: --order-seed): no test may "
+                          "depend on another having run first.")
+    parser.addoption("--order-seed", type=int, default=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--order")
+    if order == "reverse":
+        items.reverse()
+    elif order == "shuffle":
+        import random
+
+        random.Random(config.getoption("--order-seed")).shuffle(items)
 
 SHARED_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ecg-samples"
 
@@ -136,7 +153,8 @@ def prepared_tiny(tmp_path_factory):
     """A small prepared cache of synthetic Georgia-layout data (100 Hz, 10 s), shared by training tests."""
     import os
 
-    from ecgtl.data.cache import PrepareConfig, prepare
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.prepare_config import PrepareConfig
 
     root = tmp_path_factory.mktemp("tiny")
     old = os.environ.get("ECGTL_CACHE_DIR")
@@ -197,6 +215,38 @@ def use_mlflow_store(patch: pytest.MonkeyPatch, folder: Path, experiment: str, c
     if cache:
         patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
     patch.delenv("MLFLOW_RUN_ID", raising=False)
+    return uri
+
+
+def copy_store(prepared: Path, folder: Path) -> Path:
+    """A private copy of a prepared store (its `mlflow.db`, `mlruns/` and any other files) in `folder`.
+
+    Stage tests each take one, so that none depends on what another test changed (versions, aliases, runs),
+    while the models are trained once per module. MLflow writes absolute artifact locations into the
+    database; they are rewritten to the copy, so nothing the test does reaches the prepared store."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(prepared, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache"))
+    connection = sqlite3.connect(folder / "mlflow.db")
+    try:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in connection.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    connection.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                                       f'WHERE "{column[1]}" LIKE ?', (str(prepared), str(folder), f"%{prepared}%"))
+        connection.commit()
+    finally:
+        connection.close()
+    return folder
+
+
+def use_store_copy(patch: pytest.MonkeyPatch, prepared: Path, folder: Path, experiment: str) -> str:
+    """`use_mlflow_store` on a private copy of `prepared` (the cache stays shared: it is keyed and read-only)."""
+    copy_store(prepared, folder)
+    uri = use_mlflow_store(patch, folder, experiment)
+    patch.setenv("ECGTL_CACHE_DIR", str(prepared / "cache"))
     return uri
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import use_mlflow_store, use_store_copy
 
-from ecgtl.stages.common import DataConfig
-from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
-from ecgtl.stages.pretrain import PretrainConfig
-from ecgtl.training.loop import TrainConfig
+from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig
+from ecgtl.stages.finetune import finetune, scratch_config
+from ecgtl.training.config import TrainConfig
 
 
 def tiny_pretrain() -> PretrainConfig:
@@ -23,21 +23,32 @@ def tiny_finetune(**changes) -> FinetuneConfig:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A temporary tracking store with one finished finetune (which pretrained automatically)."""
+def prepared_store(tmp_path_factory):
+    """A store with one finished finetune (which pretrained automatically), trained once per module."""
     import mlflow
 
     folder = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        patch.setenv("MLFLOW_EXPERIMENT_NAME", "pipeline-test")
-        patch.setenv("ECGTL_CACHE_DIR", str(folder / "cache"))
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        use_mlflow_store(patch, folder, "pipeline-test", cache=True)
         first = finetune(tiny_finetune(), fallback_pretrain=tiny_pretrain())
-        yield {"folder": folder, "first": first, "client": mlflow.MlflowClient()}
         if mlflow.active_run():
             mlflow.end_run()
+    return folder, first
+
+
+@pytest.fixture
+def store(prepared_store, tmp_path, monkeypatch):
+    """This test's own copy of the prepared store: what it registers or moves no other test sees."""
+    import mlflow
+
+    from ecgtl import tracking
+
+    prepared, first = prepared_store
+    use_store_copy(monkeypatch, prepared, tmp_path / "store", "pipeline-test")
+    tracking.configure()
+    yield {"folder": tmp_path / "store", "first": first, "client": mlflow.MlflowClient()}
+    if mlflow.active_run():
+        mlflow.end_run()
 
 
 def test_finetune_pretrains_first_as_a_nested_run_and_registers_both(store):
@@ -77,8 +88,8 @@ def test_a_new_version_is_challenger_and_champion_stays(store):
 def test_pyfunc_predicts_from_raw_millivolt_signals(store):
     import mlflow
 
-    from ecgtl.data.cache import resample
     from ecgtl.data.records import read_record
+    from ecgtl.data.signal import resample
     from ecgtl.data.sources import open_source
     from ecgtl.inference import Predictor
     from ecgtl.tracking import download_model
@@ -95,7 +106,8 @@ def test_pyfunc_predicts_from_raw_millivolt_signals(store):
 
 
 def test_main_reuses_finished_steps(store):
-    from ecgtl.stages.main import MainConfig, main
+    from ecgtl.stages.configs import MainConfig
+    from ecgtl.stages.main import main
 
     config = MainConfig(pretrain=tiny_pretrain(), finetune=tiny_finetune(), n_bootstrap=20)
     first = main(config)
@@ -106,7 +118,8 @@ def test_main_reuses_finished_steps(store):
 
 
 def test_evaluate_any_model_on_real_cinc_files(store, shared_samples):
-    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+    from ecgtl.stages.configs import EvaluateConfig
+    from ecgtl.stages.evaluate import evaluate
 
     result = evaluate(EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion",
                                      spec=f"cinc:{shared_samples / 'cinc2021-smoke'}", split="all", n_bootstrap=20))
@@ -251,7 +264,8 @@ def test_resume_refuses_unknown_and_finished_runs(store):
 
 
 def test_evaluate_applies_the_stored_calibration_and_refits_only_on_a_disjoint_part(store):
-    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+    from ecgtl.stages.configs import EvaluateConfig
+    from ecgtl.stages.evaluate import evaluate
 
     client = store["client"]
     spec = "synthetic:g12ec?n=60&seed=2"
@@ -268,7 +282,8 @@ def test_evaluate_applies_the_stored_calibration_and_refits_only_on_a_disjoint_p
 
 def test_evaluate_counts_training_records_and_refuses_them_with_strict(store):
     from ecgtl.errors import EcgtlError
-    from ecgtl.stages.evaluate import EvaluateConfig, evaluate
+    from ecgtl.stages.configs import EvaluateConfig
+    from ecgtl.stages.evaluate import evaluate
 
     base = EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion", spec="synthetic:g12ec?n=60&seed=2", n_bootstrap=20)
     assert evaluate(base).metrics["test_n_records_seen_in_training"] == 0  # the model's own test split

@@ -4,14 +4,14 @@ refusals, tags and a promote run, and exactly one champion even when killed midw
 from __future__ import annotations
 
 import pytest
-from conftest import use_mlflow_store
+from conftest import use_mlflow_store, use_store_copy
 
 from ecgtl.errors import EcgtlError
-from ecgtl.stages.common import DataConfig
-from ecgtl.stages.finetune import FinetuneConfig, finetune
-from ecgtl.stages.pretrain import PretrainConfig, pretrain
-from ecgtl.stages.promote import PromoteConfig, decide, promote
-from ecgtl.training.loop import TrainConfig
+from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig, PromoteConfig
+from ecgtl.stages.finetune import finetune
+from ecgtl.stages.pretrain import pretrain
+from ecgtl.stages.promote import decide, promote
+from ecgtl.training.config import TrainConfig
 
 TARGET = "synthetic:g12ec?n=100&seed=7"
 
@@ -22,17 +22,30 @@ def _finetune(**data_changes) -> FinetuneConfig:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    import mlflow
-
+def prepared_registry(tmp_path_factory):
+    """Trained once per module: a pretraining, v1 (champion) and v2 (challenger, same test records)."""
     folder = tmp_path_factory.mktemp("promote")
     with pytest.MonkeyPatch.context() as patch:
-        uri = use_mlflow_store(patch, folder, "promote-test", cache=True)
+        use_mlflow_store(patch, folder, "promote-test", cache=True)
         pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=100&seed=7"), model="xresnet1d18",
                                 train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20))
         first = finetune(_finetune())  # v1: champion
         second = finetune(_finetune(fraction=0.5))  # v2: challenger, same test records
-        yield {"client": mlflow.MlflowClient(tracking_uri=uri), "first": first, "second": second, "folder": folder}
+    return folder, first, second
+
+
+@pytest.fixture
+def registry(prepared_registry, tmp_path, monkeypatch):
+    """This test's own copy of the prepared registry: it may move champion, no other test sees it."""
+    import mlflow
+
+    from ecgtl import tracking
+
+    prepared, first, second = prepared_registry
+    uri = use_store_copy(monkeypatch, prepared, tmp_path / "store", "promote-test")
+    tracking.configure()
+    return {"client": mlflow.MlflowClient(tracking_uri=uri), "first": first, "second": second,
+            "folder": tmp_path / "store"}
 
 
 def _champions(client, name="ecgtl-finetuned"):
@@ -80,10 +93,6 @@ def test_killed_midway_leaves_exactly_one_champion(registry, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
     assert _champions(client) == ["2"]
-    monkeypatch.setattr(tracking, "move_alias", real_move)
-    # Back to v1 through the gate itself, so later tests start from the same champion.
-    back = promote(PromoteConfig(challenger="1", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
-    assert back.promote and _champions(client) == ["1"]
 
 
 def test_other_test_records_are_scored_by_re_inference(registry):
@@ -175,10 +184,7 @@ def test_the_champion_moves_only_if_it_is_still_the_one_compared_with(registry, 
 
     tracking.register(registry["first"].model_uri, "ecgtl-finetuned", champion_if_first=False)  # v3 exists
     monkeypatch.setattr(promote_module, "decide", another_gate_moves_it_meanwhile)
-    try:
-        decision = promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
-        assert not decision.promote and "champion moved from v1 to v3 while this gate compared" in decision.reason
-        assert _champions(client) == ["3"]
-        assert client.get_model_version("ecgtl-finetuned", "2").tags["ecgtl.promotion.promote"] == "False"
-    finally:
-        tracking.move_alias("ecgtl-finetuned", "champion", "1")  # the module's champion for the other tests
+    decision = promote(PromoteConfig(challenger="2", margin=-1.0, ece_tolerance=1.0, n_bootstrap=50))
+    assert not decision.promote and "champion moved from v1 to v3 while this gate compared" in decision.reason
+    assert _champions(client) == ["3"]
+    assert client.get_model_version("ecgtl-finetuned", "2").tags["ecgtl.promotion.promote"] == "False"
