@@ -59,7 +59,8 @@ def main() -> None:
     try:
         sys.path.insert(0, str(ROOT))
         os.environ["ECGTL_CACHE_DIR"] = str(cache)
-        from ecgtl.stages.ablation import AblationConfig, expand, prepare_caches
+        from ecgtl.stages.ablation import expand, prepare_caches
+        from ecgtl.stages.configs import AblationConfig
 
         started = time.perf_counter()
         prepare_caches(expand(AblationConfig(preset="exp1-target-fraction", quick=True)))

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import wfdb
 
-from ecgtl.data.cache import PrepareConfig, prepare
+from ecgtl.data.cache import prepare
+from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.synthetic import FULL_SIZE, SynthConfig, generate
 
 

@@ -52,8 +52,8 @@ def _ci(metrics: dict, prefix: str = "test_macro_auc") -> str:
 
 def label_set_runs(data: str, epochs: int, model: str) -> dict:
     from ecgtl.stages.configs import DataConfig, PretrainConfig
-    from ecgtl.stages.main import reuse_or_run
     from ecgtl.stages.pretrain import pretrain
+    from ecgtl.stages.reuse import reuse_or_run
     from ecgtl.training.config import TrainConfig
 
     results = {}

@@ -16,11 +16,13 @@ import time
 import numpy as np
 import torch
 
-from ecgtl.data.cache import PrepareConfig, SplitData, prepare
+from ecgtl.data.cache import SplitData, prepare
 from ecgtl.data.dataset import valid_lengths
+from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.models import create_model
 from ecgtl.pipeline import InputPipeline
-from ecgtl.training.loop import TrainConfig, fit
+from ecgtl.training.config import TrainConfig
+from ecgtl.training.loop import fit
 
 CROP, BATCH = 250, 128
 

@@ -38,11 +38,10 @@ def main() -> None:
     os.environ.pop("MLFLOW_RUN_ID", None)
     import mlflow
 
-    from ecgtl.stages.common import DataConfig
-    from ecgtl.stages.finetune import FinetuneConfig
-    from ecgtl.stages.pretrain import PretrainConfig, pretrain
-    from ecgtl.stages.tune import SearchSpace, TuneConfig, tune
-    from ecgtl.training.loop import TrainConfig
+    from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig, SearchSpace, TuneConfig
+    from ecgtl.stages.pretrain import pretrain
+    from ecgtl.stages.tune import tune
+    from ecgtl.training.config import TrainConfig
 
     pretrained = pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=800&seed=0"), model="xresnet1d18",
                                          train=TrainConfig(epochs=3, batch_size=64), n_bootstrap=200), register=False)

@@ -64,7 +64,8 @@ def prepare_command(spec: str, fs: float, length_s: float, label_set: str, no_eq
     """Build (or reuse) the preprocessed cache for SPEC and say where it is."""
     import time
 
-    from ecgtl.data.cache import PrepareConfig, prepare
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.prepare_config import PrepareConfig
 
     started = time.perf_counter()
     config = PrepareConfig(spec=spec, fs=fs, length_s=length_s, label_set=label_set,
@@ -141,6 +142,7 @@ def _config_options(config_class):
     from ecgtl.config import field_types, flatten
 
     defaults = flatten(config_class())
+    help_texts = getattr(config_class, "HELP", {})
 
     def decorate(function):
         for name, kind in reversed(list(field_types(config_class).items())):
@@ -148,7 +150,8 @@ def _config_options(config_class):
             # A bool works as a flag (`--quick`) and with a value (`--quick false`, as MLproject passes it).
             extra = {"is_flag": False, "flag_value": "true"} if kind is bool else {}
             function = click.option(*_spellings(name), name.replace(".", "__"), type=click_type, default=None,
-                                    help=f"default: {defaults[name]!r}", **extra)(function)
+                                    help=" ".join(filter(None, [help_texts.get(name), f"default: {defaults[name]!r}"])),
+                                    **extra)(function)
         return function
 
     return decorate
@@ -160,120 +163,133 @@ def _config_from(config_class, options: dict):
     return build(config_class, {k.replace("__", "."): v for k, v in options.items() if v is not None})
 
 
-def _stage_command(name: str, config_class, run, resumable: bool, help_text: str) -> None:
-    @cli.command(name, help=help_text)
-    @_config_options(config_class)
+def _stage_command(name: str, config_class, run, help_text: str, *, resumable: bool = False,
+                   extra_options: tuple = ()) -> None:
+    """A command whose options are `config_class`'s fields (plus `extra_options`, passed to `run` by name);
+    `run(config, **extra)` does the work and returns the line to print."""
     def command(**options):
-        resume = options.pop("resume", None)
-        config = _config_from(config_class, options)
-        result = run(config, resume) if resumable else run(config)
-        click.echo(f"run {result.run_id}" + (f"  model {result.model_uri}" if getattr(result, "model_uri", None) else ""))
+        extra = {option.name: options.pop(option.name) for option in extra_options}
+        if resumable:
+            extra["resume"] = options.pop("resume", None)
+        click.echo(run(_config_from(config_class, options), **extra))
 
+    command.__doc__ = help_text
     if resumable:
-        click.option("--resume", default=None, metavar="RUN_ID",
-                     help="Continue a killed run from its last checkpoint (same parameters).")(command)
+        command = click.option("--resume", default=None, metavar="RUN_ID",
+                               help="Continue a killed run from its last checkpoint (same parameters).")(command)
+    for option in extra_options:
+        command.__click_params__ = [*getattr(command, "__click_params__", []), option]
+    cli.command(name, help=help_text)(_config_options(config_class)(command))
 
 
-def _register_ablation_commands() -> None:
-    from ecgtl.stages.configs import AXES, PRESET_NAMES, AblationConfig
-
-    @cli.command("ablation", help=f"Run (or resume) an ablation grid: presets {', '.join(PRESET_NAMES)}; axes "
-                 f"{', '.join(AXES)}. Finished cells are skipped on a re-run.")
-    @click.option("--axis", "axis_values", multiple=True, metavar="NAME=V1,V2",
-                  help="An axis and its values; repeat for several (leads: separate selections with |).")
-    @_config_options(AblationConfig)
-    def ablation_command(axis_values, **options):
-        from ecgtl.stages.ablation import ablation
-
-        config = _config_from(AblationConfig, options)
-        if axis_values:
-            from dataclasses import replace
-
-            config = replace(config, axes=";".join(filter(None, [config.axes, *axis_values])))
-        results = ablation(config)
-        finished = int((results["cells"]["status"] == "finished").sum())
-        click.echo(f"{finished} of {len(results['cells'])} cells finished")
-
-    @cli.command("ablation-worker", help="Join a running ablation's queue (shared storage) from another machine.")
-    @click.option("--storage", required=True, help="The Optuna storage URL the ablation uses.")
+def _worker_command(name: str, what: str, join) -> None:
+    """`NAME --storage URL --study-name NAME`: join a running queue from another machine."""
+    @cli.command(name, help=f"Join a running {what} (shared storage) from another machine.")
+    @click.option("--storage", required=True, help="The Optuna storage URL it uses.")
     @click.option("--study-name", "--study_name", required=True)
-    def ablation_worker_command(storage: str, study_name: str) -> None:
-        from ecgtl.stages.ablation import ablation_worker
-
-        click.echo(f"ran {ablation_worker(storage, study_name)} tasks")
-
-
-def _register_tune_commands() -> None:
-    from ecgtl.stages.configs import TuneConfig
-
-    def run_tune(config):
-        from ecgtl.stages.tune import tune
-
-        summary = tune(config)
-        final = summary.get("final")
-        click.echo(f"trials {summary['counts']}; best val macro AUC {summary.get('best_value', float('nan')):.4f}"
-                   + (f"; challenger {final.model_uri} (test macro AUC {final.metrics['test_macro_auc']:.4f})"
-                      if final else ""))
-
-    _stage_command_with(cli, "tune", TuneConfig, run_tune,
-                        "Tune unfreezing schedule and learning rates with Optuna (validation macro AUC); the best "
-                        "configuration is trained again and registered as a challenger of ecgtl-finetuned.")
-
-    @cli.command("tune-worker", help="Join a running study (shared storage) from another machine.")
-    @click.option("--storage", required=True)
-    @click.option("--study-name", "--study_name", required=True)
-    def tune_worker_command(storage: str, study_name: str) -> None:
-        from ecgtl.stages.tune import tune_worker
-
-        click.echo(f"ran {tune_worker(storage, study_name)} trials")
-
-
-def _stage_command_with(group, name: str, config_class, run, help_text: str) -> None:
-    @group.command(name, help=help_text)
-    @_config_options(config_class)
-    def command(**options):
-        run(_config_from(config_class, options))
+    def command(storage: str, study_name: str) -> None:
+        click.echo(join(storage, study_name))
 
 
 def _register_stage_commands() -> None:
     """Options come from the config classes (light imports); each stage is imported when its command runs."""
-    from ecgtl.stages.configs import EvaluateConfig, FinetuneConfig, MainConfig, PretrainConfig
+    from ecgtl.stages.configs import (
+        AXES,
+        PRESET_NAMES,
+        AblationConfig,
+        EvaluateConfig,
+        FinetuneConfig,
+        MainConfig,
+        PretrainConfig,
+        PromoteConfig,
+        TuneConfig,
+    )
+
+    def described(result) -> str:
+        return f"run {result.run_id}" + (f"  model {result.model_uri}" if getattr(result, "model_uri", None) else "")
 
     def pretrain(config, resume):
         from ecgtl.stages.pretrain import pretrain as run
 
-        return run(config, resume_run_id=resume)
+        return described(run(config, resume_run_id=resume))
 
     def finetune(config, resume):
         from ecgtl.stages.finetune import finetune as run
 
-        return run(config, resume_run_id=resume)
+        return described(run(config, resume_run_id=resume))
 
     def scratch(config, resume):
         from ecgtl.stages.finetune import finetune as run
         from ecgtl.stages.finetune import scratch_config
 
-        return run(scratch_config(config), resume_run_id=resume)
+        return described(run(scratch_config(config), resume_run_id=resume))
 
     def evaluate(config):
         from ecgtl.stages.evaluate import evaluate as run
 
-        return run(config)
+        return described(run(config))
 
     def main_stage(config):
         from ecgtl.stages.main import main as run
 
-        return run(config)["fine-tuned"]
+        return described(run(config)["fine-tuned"])
 
-    _stage_command("pretrain", PretrainConfig, pretrain, True,
-                   "Pretrain on the source dataset and register ecgtl-pretrained.")
-    _stage_command("finetune", FinetuneConfig, finetune, True,
-                   "Fine-tune a pretrained model on the target dataset and register ecgtl-finetuned.")
-    _stage_command("scratch", FinetuneConfig, scratch, True,
-                   "Train the same model from scratch on the target (the baseline); registers ecgtl-scratch.")
-    _stage_command("evaluate", EvaluateConfig, evaluate, False, "Evaluate any model URI on any dataset spec.")
-    _stage_command("main", MainConfig, main_stage, False,
+    def ablation(config, axis_values):
+        from dataclasses import replace
+
+        from ecgtl.stages.ablation import ablation as run
+
+        if axis_values:
+            config = replace(config, axes=";".join(filter(None, [config.axes, *axis_values])))
+        results = run(config)
+        finished = int((results["cells"]["status"] == "finished").sum())
+        return f"{finished} of {len(results['cells'])} cells finished"
+
+    def ablation_worker(storage, study_name):
+        from ecgtl.stages.ablation import ablation_worker as join
+
+        return f"ran {join(storage, study_name)} tasks"
+
+    def tune(config):
+        from ecgtl.stages.tune import tune as run
+
+        summary = run(config)
+        final = summary.get("final")
+        return (f"trials {summary['counts']}; best val macro AUC {summary.get('best_value', float('nan')):.4f}"
+                + (f"; challenger {final.model_uri} (test macro AUC {final.metrics['test_macro_auc']:.4f})"
+                   if final else ""))
+
+    def tune_worker(storage, study_name):
+        from ecgtl.stages.tune import tune_worker as join
+
+        return f"ran {join(storage, study_name)} trials"
+
+    def promote(config):
+        from ecgtl.stages.promote import promote as run
+
+        return run(config).describe() + (" (dry run: nothing changed)" if config.dry_run else "")
+
+    _stage_command("pretrain", PretrainConfig, pretrain, "Pretrain on the source dataset and register "
+                   "ecgtl-pretrained.", resumable=True)
+    _stage_command("finetune", FinetuneConfig, finetune, "Fine-tune a pretrained model on the target dataset and "
+                   "register ecgtl-finetuned.", resumable=True)
+    _stage_command("scratch", FinetuneConfig, scratch, "Train the same model from scratch on the target (the "
+                   "baseline); registers ecgtl-scratch.", resumable=True)
+    _stage_command("evaluate", EvaluateConfig, evaluate, "Evaluate any model URI on any dataset spec.")
+    _stage_command("main", MainConfig, main_stage,
                    "pretrain -> finetune -> scratch -> comparison table, reusing finished steps.")
+    axis_option = click.Option(["--axis", "axis_values"], multiple=True, metavar="NAME=V1,V2",
+                               help="An axis and its values; repeat for several (leads: separate selections with |).")
+    _stage_command("ablation", AblationConfig, ablation, f"Run (or resume) an ablation grid: presets "
+                   f"{', '.join(PRESET_NAMES)}; axes {', '.join(AXES)}. Finished cells are skipped on a re-run.",
+                   extra_options=(axis_option,))
+    _worker_command("ablation-worker", "ablation's queue", ablation_worker)
+    _stage_command("tune", TuneConfig, tune, "Tune unfreezing schedule and learning rates with Optuna (validation "
+                   "macro AUC); the best configuration is trained again and registered as a challenger of "
+                   "ecgtl-finetuned.")
+    _worker_command("tune-worker", "study", tune_worker)
+    _stage_command("promote", PromoteConfig, promote, "Move `champion` to the challenger if it beats the champion "
+                   "on the same test records (margin on the gain's lower CI bound, ECE tolerance).")
 
 
 @cli.command("predict")
@@ -304,23 +320,6 @@ def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
     click.echo(f"wrote {len(pages)} pages to {out}: open {out / 'index.html'}")
 
 
-@cli.command("promote")
-@click.option("--model", default="ecgtl-finetuned", show_default=True, help="Registered model name.")
-@click.option("--challenger", default="challenger", show_default=True, help="Version number or alias.")
-@click.option("--margin", default=0.0, show_default=True, help="The gain's lower CI bound must exceed this.")
-@click.option("--ece-tolerance", "--ece_tolerance", default=0.01, show_default=True, help="How much worse ECE may be.")
-@click.option("--n-bootstrap", "--n_bootstrap", default=1000, show_default=True)
-@click.option("--dry-run", "--dry_run", is_flag=True, help="Only print the decision.")
-def promote_command(model: str, challenger: str, margin: float, ece_tolerance: float, n_bootstrap: int,
-                    dry_run: bool) -> None:
-    """Move `champion` to the challenger if it beats the champion on the same test records."""
-    from ecgtl.stages.promote import PromoteConfig, promote
-
-    decision = promote(PromoteConfig(model=model, challenger=challenger, margin=margin, ece_tolerance=ece_tolerance,
-                                     n_bootstrap=n_bootstrap, dry_run=dry_run))
-    click.echo(decision.describe() + (" (dry run: nothing changed)" if dry_run else ""))
-
-
 @cli.group(cls=_Group)
 def models() -> None:
     """Model architectures."""
@@ -338,8 +337,6 @@ def models_list() -> None:
 
 
 _register_stage_commands()
-_register_ablation_commands()
-_register_tune_commands()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from ecgtl.plotting import escape, figures_to_html
 
 PAGES = (("index.html", "Overview"), ("classes.html", "Classes"), ("transfer.html", "Transfer"),
          ("calibration.html", "Calibration"), ("tuning.html", "Tuning"), ("registry.html", "Registry"))
-STAGE_COLOURS = {"pretrain": PALETTE[2], "finetune": PALETTE[0], "scratch": PALETTE[1]}
+STAGE_COLOURS = {runs.PRETRAIN: PALETTE[2], runs.FINETUNE: PALETTE[0], runs.SCRATCH: PALETTE[1]}
 
 
 def _nav(current: str, experiment: str) -> str:
@@ -205,7 +205,7 @@ def tuning_page(tune_run: pd.Series | None) -> tuple[list[go.Figure], str]:
     if not complete.empty:
         figure.add_trace(go.Scatter(x=complete["number"], y=complete["value"].cummax(), mode="lines",
                                     name="best so far", line=dict(color="black", dash="dot")))
-    figure.update_layout(title=f"Study {tune_run.get(runs.tag_column('ecgtl.study'))}: validation macro AUC per trial",
+    figure.update_layout(title=f"Study {tune_run.get(runs.tag_column(runs.STUDY))}: validation macro AUC per trial",
                          template="plotly_white", width=1000, height=460, xaxis=dict(title="trial"),
                          yaxis=dict(title="validation macro AUC (pruned: last reported)"))
     best = complete.sort_values("value", ascending=False).head(5)
@@ -220,9 +220,9 @@ def registry_page() -> tuple[list[go.Figure], str]:
     text = ""
     for model in models:
         rows = [{"version": v["version"], "aliases": ", ".join(v["aliases"]) or "–", "run": v["run_id"],
-                 "decision": v["tags"].get("ecgtl.promotion.promote", "–"),
-                 "gain": v["tags"].get("ecgtl.promotion.gain", "–"),
-                 "reason": v["tags"].get("ecgtl.promotion.reason", "–")} for v in model["versions"]]
+                 "decision": v["tags"].get(runs.promotion_tag("promote"), "–"),
+                 "gain": v["tags"].get(runs.promotion_tag("gain"), "–"),
+                 "reason": v["tags"].get(runs.promotion_tag("reason"), "–")} for v in model["versions"]]
         text += f"<h2>{escape(model['name'])}</h2>" + _table(pd.DataFrame(rows))
     return [], text
 
@@ -233,8 +233,8 @@ def build_site(out: Path, experiment: str) -> list[Path]:
     frame = tracking.stage_runs(runs.TRAINING_STAGES)
     pages = {
         "index.html": overview_page(frame), "classes.html": classes_page(frame),
-        "transfer.html": transfer_page(frame, tracking.latest_finished_run("ablation")), "calibration.html": calibration_page(frame),
-        "tuning.html": tuning_page(tracking.latest_finished_run("tune")), "registry.html": registry_page(),
+        "transfer.html": transfer_page(frame, tracking.latest_finished_run(runs.ABLATION)), "calibration.html": calibration_page(frame),
+        "tuning.html": tuning_page(tracking.latest_finished_run(runs.TUNE)), "registry.html": registry_page(),
     }
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -250,6 +250,6 @@ def dashboard(out: Path, experiment: str, log: bool = True) -> list[Path]:
     """Build the site and (by default) log it as the artifacts of a `dashboard` run of the experiment."""
     written = build_site(out, experiment)
     if log:
-        with tracking.stage_run(f"dashboard-{experiment}", {runs.STAGE: "dashboard"}, {"experiment": experiment}):
+        with tracking.stage_run(f"dashboard-{experiment}", {runs.STAGE: runs.DASHBOARD}, {"experiment": experiment}):
             tracking.log_files(written, "dashboard")  # the pages written, never the folder around them
     return written

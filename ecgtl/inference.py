@@ -13,9 +13,10 @@ import torch
 from scipy.special import expit
 
 from ecgtl.errors import EcgtlError
-from ecgtl.evaluation.calibration import calibrator_from_dict
+from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
 from ecgtl.files import find_files, read_text_file
-from ecgtl.models import EcgModel, create_model
+from ecgtl.models import create_model
+from ecgtl.models.base import EcgModel
 from ecgtl.pipeline import InputPipeline
 
 BUNDLE_JSON = "bundle.json"
@@ -97,20 +98,20 @@ class Predictor:
 
     def predict_proba(self, signals: np.ndarray) -> np.ndarray:
         logits = self.logits(signals)
-        return self.calibrator.predict_proba(logits) if self.calibrator else expit(logits)
+        return calibrated_probabilities(logits, self.calibrator)
 
     def calibrated_thresholds(self) -> dict[str, float]:
         """Each class's F1 threshold mapped to the calibrated scale (calibrators are monotone per class), so that
         a shown probability and its label can be read together."""
         thresholds = np.asarray(self.info.thresholds if self.info.thresholds else [0.5] * len(self.info.classes))
         logits = np.log(np.clip(thresholds, 1e-7, 1 - 1e-7) / np.clip(1 - thresholds, 1e-7, 1))[None, :]
-        mapped = self.calibrator.predict_proba(logits)[0] if self.calibrator else expit(logits)[0]
+        mapped = calibrated_probabilities(logits, self.calibrator)[0]
         return {name: round(float(value), 4) for name, value in zip(self.info.classes, mapped, strict=True)}
 
     def predict(self, signals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities and labels [records, classes]; a label is on where the uncalibrated
         probability reaches the class's F1 threshold chosen on validation (how the thresholds were fitted)."""
         logits = self.logits(signals)
-        probabilities = self.calibrator.predict_proba(logits) if self.calibrator else expit(logits)
+        probabilities = calibrated_probabilities(logits, self.calibrator)
         thresholds = np.asarray(self.info.thresholds if self.info.thresholds else [0.5] * len(self.info.classes))
         return probabilities, expit(logits) >= thresholds[None, :]

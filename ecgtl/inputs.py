@@ -33,7 +33,8 @@ LEAD_GROUPS: dict[str, tuple[str, ...]] = {
     "limb6": STANDARD_LEADS[:6],
     "precordial6": STANDARD_LEADS[6:],
 }
-_LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
+# Lead names as headers spell them in any case (`avr`, `AVR`) -> the standard spelling (`aVR`).
+LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
 
 
 def parse_leads(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -46,10 +47,10 @@ def parse_leads(text: str | Sequence[str]) -> tuple[str, ...]:
         names = list(text)
     if not names:
         raise EcgtlError(f"leads {text!r}: name a group ({', '.join(LEAD_GROUPS)}) or leads such as I,II,V1")
-    unknown = [name for name in names if name.upper() not in _LEAD_BY_UPPER]
+    unknown = [name for name in names if name.upper() not in LEAD_BY_UPPER]
     if unknown:
         raise EcgtlError(f"leads {text!r}: unknown lead(s) {', '.join(unknown)}; use {', '.join(STANDARD_LEADS)}")
-    chosen = {_LEAD_BY_UPPER[name.upper()] for name in names}
+    chosen = {LEAD_BY_UPPER[name.upper()] for name in names}
     if len(chosen) != len(names):
         raise EcgtlError(f"leads {text!r}: a lead is named twice")
     return tuple(lead for lead in STANDARD_LEADS if lead in chosen)

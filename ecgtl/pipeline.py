@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ecgtl.data.dataset import LeadScaler, batch_bounds, sliding_windows, valid_lengths, window_starts
-from ecgtl.data.signal import standardise_records
+from ecgtl.data.signal import resample, standardise_records
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import (
     AGGREGATIONS,
@@ -69,6 +69,13 @@ class InputPipeline:
             raise EcgtlError(f"fs {self.fs:g} Hz with crop {self.crop_s:g} s and stride {self.stride_s:g} s "
                              "gives windows too short to classify")
         object.__setattr__(self, "leads", parse_leads(self.leads))
+
+    def at_model_rate(self, signals: np.ndarray, fs: float) -> np.ndarray:
+        """Records sampled at `fs` as float32 at the model's rate (polyphase resampling; identity when equal).
+
+        `signals` [..., samples]; the one way serving, predict and evaluation bring records to the model."""
+        signals = np.asarray(signals, dtype=np.float32)
+        return signals if fs == self.fs else resample(signals, fs, self.fs)
 
     @property
     def crop(self) -> int:

@@ -12,7 +12,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecgtl.data.cache import resample
 from ecgtl.data.records import read_record
 from ecgtl.errors import EcgtlError, RecordError
 from ecgtl.files import find_files
@@ -91,7 +90,7 @@ def predict(path: Path, model_uri: str) -> Predictions:
         except RecordError as exc:
             out.problems.append((str(header), str(exc)))
             continue
-        signal = resample(record.signal, record.fs, info.fs)[None]
+        signal = predictor.pipeline.at_model_rate(record.signal, record.fs)[None]
         if signal.shape[-1] < predictor.pipeline.crop:
             out.problems.append((str(header), f"{header}: {signal.shape[-1] / info.fs:.1f} s is shorter than one "
                                  f"{predictor.pipeline.crop_s:g} s window"))

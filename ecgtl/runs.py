@@ -13,6 +13,11 @@
 | `ecgtl.parent` | the ablation or study run a cell or trial belongs to |
 | `ecgtl.model_uri`, `ecgtl.pretrained_uri`, `ecgtl.error` | what the run logged, started from, or failed with |
 | `ecgtl.calibration`, `ecgtl.leak` | evaluate: `stored` or `refit` calibration; evaluated records seen in training |
+| `ecgtl.study`, `ecgtl.trial`, `ecgtl.trial_state`, `ecgtl.best_run_id` | tune: the study, a trial's number and fate, the best run |
+| `ecgtl.preset`, `ecgtl.cells` | ablation: the preset and the number of cells |
+| `ecgtl.model`, `ecgtl.decision`, `ecgtl.reason`, `ecgtl.promotion.*` | promote: the registered model, the gate |
+
+Optuna user attributes on studies and trials (`ecgtl.run_id`, `ecgtl.parent_run_id`, ...) are named here too.
 """
 
 from __future__ import annotations
@@ -26,11 +31,27 @@ LEADS, DOMAIN = "ecgtl.leads", "ecgtl.domain"
 CONFIG_HASH, PARENT = "ecgtl.config_hash", "ecgtl.parent"
 MODEL_URI, PRETRAINED_URI, ERROR = "ecgtl.model_uri", "ecgtl.pretrained_uri", "ecgtl.error"
 CALIBRATION, LEAK = "ecgtl.calibration", "ecgtl.leak"  # evaluate: stored or refit calibration; records seen
+STUDY, TRIAL_NUMBER, TRIAL_STATE, BEST_RUN_ID = "ecgtl.study", "ecgtl.trial", "ecgtl.trial_state", "ecgtl.best_run_id"
+PRESET, CELLS = "ecgtl.preset", "ecgtl.cells"
+MODEL, DECISION, REASON, PROMOTION_PREFIX = "ecgtl.model", "ecgtl.decision", "ecgtl.reason", "ecgtl.promotion."
 AXIS_PREFIX = "ecgtl.axis."
 MLFLOW_RUN_NAME, MLFLOW_PARENT = "mlflow.runName", "mlflow.parentRunId"
 
+# Stage names: the values of `ecgtl.stage`.
+PRETRAIN, FINETUNE, SCRATCH, EVALUATE, MAIN = "pretrain", "finetune", "scratch", "evaluate", "main"
+ABLATION, TUNE, TRIAL, PROMOTE, DASHBOARD = "ablation", "tune", "trial", "promote", "dashboard"
 # Stages whose runs train a model (and so carry the data/training tags above).
-TRAINING_STAGES = ("pretrain", "finetune", "scratch")
+TRAINING_STAGES = (PRETRAIN, FINETUNE, SCRATCH)
+
+# Optuna user attributes: a study's (the leader's run, config and budget) and a trial's (its run, its fate).
+PARENT_RUN_ID_ATTR, TUNE_CONFIG_ATTR, TARGET_TRIALS_ATTR = "ecgtl.parent_run_id", "ecgtl.tune_config", "ecgtl.target_trials"
+SPACE_ATTR = "ecgtl.space"
+RUN_ID_ATTR, ERROR_ATTR, NOTE_ATTR = "ecgtl.run_id", "ecgtl.error", "ecgtl.note"
+TASK_ATTR, READY_ATTR, WORKER_ATTR = "ecgtl.task", "ecgtl.ready", "ecgtl.worker"
+
+
+def promotion_tag(key: str) -> str:
+    return f"{PROMOTION_PREFIX}{key}"
 
 
 def axis_tag(name: str) -> str:

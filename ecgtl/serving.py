@@ -42,9 +42,9 @@ def _bad_input(message: str):
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: float) -> np.ndarray:
-    """The records as float32 [records, 12, samples] at the model's rate, or a 400-class error saying why."""
-    from ecgtl.data.cache import resample
+def validated_signals(model_input, pipeline, fs: float | None) -> np.ndarray:
+    """The records as float32 [records, 12, samples] at the rate of `pipeline` (the model's `InputPipeline`),
+    or a 400-class error saying why."""
     from ecgtl.inputs import FS_RANGE, MAX_ABS_MV, MAX_REQUEST_VALUES
 
     if isinstance(model_input, dict):
@@ -64,6 +64,7 @@ def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: fl
     if np.abs(signals).max() > MAX_ABS_MV:
         raise _bad_input(f"input holds values beyond ±{MAX_ABS_MV:g} mV ({float(np.abs(signals).max()):.3g}): "
                          "signals are expected in mV")
+    model_fs, crop_s = pipeline.fs, pipeline.crop_s
     rate = model_fs if fs is None else fs
     try:
         rate = float(rate)
@@ -74,8 +75,7 @@ def validated_signals(model_input, model_fs: float, fs: float | None, crop_s: fl
     if signals.shape[-1] / rate < crop_s:
         raise _bad_input(f"records of {signals.shape[-1]} samples at {rate:g} Hz are shorter than one "
                          f"{crop_s:g} s window")
-    signals = signals.astype(np.float32, copy=False)
-    return signals if rate == model_fs else resample(signals, rate, model_fs)
+    return pipeline.at_model_rate(signals, rate)
 
 
 def pyfunc_model():
@@ -97,7 +97,7 @@ def pyfunc_model():
 
             info = self.predictor.info
             fs = (params or {}).get("fs")
-            signals = validated_signals(model_input, info.fs, fs, self.predictor.pipeline.crop_s)
+            signals = validated_signals(model_input, self.predictor.pipeline, fs)
             probabilities = self.predictor.predict_proba(signals)
             if not np.isfinite(probabilities).all():
                 bad = sorted({int(i) for i in np.flatnonzero(~np.isfinite(probabilities).all(axis=1))})

@@ -29,6 +29,7 @@ import numpy as np
 from ecgtl import runs
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport
+from ecgtl.packaging import runtime_requirements
 from ecgtl.plotting import figures_to_html, save_figure
 from ecgtl.redaction import redact
 
@@ -36,8 +37,6 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "ecgtl"
 CHAMPION, CHALLENGER = "champion", "challenger"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-PIP_REQUIREMENTS = ["torch>=2.2,<2.14", "numpy", "scipy", "pandas", "scikit-learn", "wfdb", "click", "plotly",
-                    "filelock", "mlflow>=3.1,<3.18"]
 
 
 class StageInterrupted(KeyboardInterrupt):
@@ -60,7 +59,8 @@ def is_not_found(exc: BaseException) -> bool:
     return exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc)
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an `sqlite:///` URI (resolved), else None."""
     if not uri.startswith("sqlite:///"):
         return None
     path = uri.removeprefix("sqlite:///").split("?", 1)[0]
@@ -84,7 +84,7 @@ def process_lock(*key: str):
 def initialise_store(uri: str) -> None:
     """Create and migrate a `sqlite:///` store once, under a lock beside ecgtl's cache (a no-op for servers
     and databases that exist). MLflow's migrations are not safe to run from two processes at once."""
-    database = _sqlite_path(uri)
+    database = sqlite_path(uri)
     if database is None:
         return
     import mlflow
@@ -220,6 +220,16 @@ def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags({key: redact(str(value)) for key, value in tags.items()})
 
 
+def fail_run(run_id: str, tags: dict[str, str]) -> None:
+    """End a run that is not this process's active run (a dead worker's) as FAILED, with `tags`."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status="FAILED")
+
+
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
     import mlflow
 
@@ -296,7 +306,7 @@ def log_model(bundle_dir: Path, input_example: np.ndarray, *, python_model, sign
     try:
         info = mlflow.pyfunc.log_model(name="model", python_model=python_model, artifacts={"bundle": str(bundle_dir)},
                                        input_example=input_example, signature=signature, metadata=metadata,
-                                       pip_requirements=PIP_REQUIREMENTS,
+                                       pip_requirements=runtime_requirements(),
                                        code_paths=[str(Path(ecgtl.__file__).parent)])
     finally:
         pyfunc_logger.setLevel(level)
@@ -339,11 +349,18 @@ def model_exists(uri: str) -> bool:
 
 
 def download_model(uri: str, folder: Path) -> Path:
+    """The model at `uri` downloaded into `folder`. A URI that names nothing (or is malformed) is the user's
+    error; a store that cannot be reached is not, and raises as it is."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
     except Exception as exc:
+        user_error = is_not_found(exc) or (isinstance(exc, MlflowException)
+                                           and exc.error_code == "INVALID_PARAMETER_VALUE")
+        if not user_error:
+            raise
         raise EcgtlError(f"{uri}: cannot load model ({str(exc).splitlines()[0]})") from None
 
 
@@ -375,7 +392,7 @@ def run_seconds(run_id: str) -> float:
     return (info.end_time - info.start_time) / 1000 if info.end_time else float("nan")
 
 
-def stage_runs(stages: tuple[str, ...] = ("pretrain", "finetune", "scratch")):
+def stage_runs(stages: tuple[str, ...] = runs.TRAINING_STAGES):
     """FINISHED runs of the given stages in the current experiment as a DataFrame (tags, params, metrics)."""
     import mlflow
     import pandas as pd

@@ -13,11 +13,43 @@ def _run(*args):
 
 
 def test_help_lists_commands():
-    result = _run("--help")
-    assert result.exit_code == 0 and "data" in result.output
-    data_help = _run("data", "--help").output
-    for command in ("inspect", "prepare", "download"):
-        assert command in data_help
+    listed = set(cli.commands)
+    assert {"data", "pretrain", "finetune", "scratch", "evaluate", "main", "ablation", "ablation-worker", "tune",
+            "tune-worker", "promote", "predict", "dashboard", "models"} <= listed
+    assert {"inspect", "prepare", "download", "synth", "plot"} <= set(cli.commands["data"].commands)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "scratch", "evaluate", "main", "ablation", "tune",
+                                     "promote"])
+def test_every_stage_command_is_built_from_its_config(command):
+    """One option per flattened config field, both spellings, its default in the help: nothing retyped."""
+    from ecgtl.config import flatten
+    from ecgtl.stages import configs
+
+    config_class = {"pretrain": configs.PretrainConfig, "finetune": configs.FinetuneConfig,
+                    "scratch": configs.FinetuneConfig, "evaluate": configs.EvaluateConfig,
+                    "main": configs.MainConfig, "ablation": configs.AblationConfig, "tune": configs.TuneConfig,
+                    "promote": configs.PromoteConfig}[command]
+    params = {name: param for param in cli.commands[command].params for name in param.opts}
+    for field, default in flatten(config_class()).items():
+        assert {f"--{field}", f"--{field.replace('_', '-')}"} <= set(params), field
+        assert f"default: {default!r}" in params[f"--{field}"].help
+
+
+def test_promote_options_reach_the_config(monkeypatch):
+    import ecgtl.stages.promote as promote_module
+    from ecgtl.stages.configs import PromoteConfig
+
+    seen = []
+
+    class Decision:
+        def describe(self) -> str:
+            return "kept"
+
+    monkeypatch.setattr(promote_module, "promote", lambda config: seen.append(config) or Decision())
+    result = _run("promote", "--margin", "0.02", "--ece-tolerance", "0.5", "--dry-run")
+    assert result.exit_code == 0 and result.output.strip() == "kept (dry run: nothing changed)"
+    assert seen == [PromoteConfig(margin=0.02, ece_tolerance=0.5, dry_run=True)]
 
 
 def test_inspect_cinc_folder(cinc_folder):

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from ecgtl.data.dataset import LeadScaler
-from ecgtl.data.records import STANDARD_LEADS
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import parse_leads
+from ecgtl.inputs import STANDARD_LEADS, parse_leads
 from ecgtl.models import create_model
 from ecgtl.pipeline import InputPipeline
 

@@ -17,30 +17,28 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from functools import cached_property
-from multiprocessing import get_context
 from pathlib import Path
-from typing import ClassVar
 
-import click
 import numpy as np
 import pandas as pd
 
 from ecgtl import __version__
-from ecgtl.config import Range, check_numbers
-from ecgtl.data.records import STANDARD_LEADS, parse_header, read_signal
-from ecgtl.data.sources import RecordProblem, RecordSource, fingerprint_of, open_source, resolve_spec
+from ecgtl.config import check_numbers
+from ecgtl.data.prepare_config import PrepareConfig
+from ecgtl.data.record_source import RecordProblem, RecordSource
+from ecgtl.data.records import parse_header, read_signal
+from ecgtl.data.signal import resample_centre
+from ecgtl.data.sources import fingerprint_of, open_source, resolve_spec
 from ecgtl.data.splits import SPLITS
 from ecgtl.errors import DatasetError, RecordError
-from ecgtl.inputs import PREPARE_RANGES
+from ecgtl.inputs import STANDARD_LEADS
 from ecgtl.paths import cache_root
+from ecgtl.progress import map_chunks
 
 # Bump when the cache's content for the same inputs would change (resampling, cropping, layout).
 CACHE_FORMAT_VERSION = "2"  # 2: CinC #Dx abbreviations mapped to SNOMED-CT
@@ -48,61 +46,6 @@ _CHUNK = 64
 _IN_PROCESS_BELOW = 256  # a process pool costs more than it saves for a handful of records
 
 
-@dataclass(frozen=True)
-class PrepareConfig:
-    """What a cache is built from; hashed (with the source fingerprint) into the cache key."""
-
-    spec: str = "synthetic:ptbxl?n=3000&seed=0"
-    fs: float = 100.0
-    length_s: float = 10.0
-    label_set: str = "shared18"
-    equivalences: bool = True
-    split_seed: int = 0
-
-    RANGES: ClassVar[dict[str, Range]] = PREPARE_RANGES
-
-
-def resample(signal: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
-    """Polyphase resampling along the last axis (identity when the rates match)."""
-    if fs_in == fs_out:
-        return signal
-    ratio = _ratio(fs_in, fs_out)
-    from scipy.signal import resample_poly
-
-    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
-
-
-def _ratio(fs_in: float, fs_out: float) -> Fraction:
-    return Fraction(fs_out / fs_in).limit_denominator(1000)
-
-
-def resample_centre(signal: np.ndarray, fs_in: float, fs_out: float, n_out: int) -> tuple[np.ndarray, int]:
-    """`crop_or_pad(resample(signal, fs_in, fs_out), n_out)`, computed on the input window that the centre crop
-    needs (plus the filter's reach), so memory and time do not grow with the record's length."""
-    ratio = _ratio(fs_in, fs_out) if fs_in != fs_out else Fraction(1)
-    up, down = ratio.numerator, ratio.denominator
-    length = signal.shape[-1]
-    full_out = -(-length * up // down)  # resample_poly's output length
-    if full_out <= n_out:
-        return crop_or_pad(resample(signal, fs_in, fs_out), n_out)
-    start_out = (full_out - n_out) // 2
-    reach = -(-10 * max(up, down) // up) + 1  # input samples the polyphase filter looks past its output
-    first = max(0, (start_out * down // up - reach) // down * down)  # a multiple of down: outputs stay aligned
-    last = min(length, -(-(start_out + n_out) * down // up) + reach)
-    window = resample(signal[..., first:last], fs_in, fs_out)
-    offset = start_out - first * up // down
-    return window[..., offset:offset + n_out], n_out
-
-
-def crop_or_pad(signal: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
-    """Centre-crop or zero-pad (at the end) to `n_samples`; returns the array and how many samples are real."""
-    length = signal.shape[-1]
-    if length >= n_samples:
-        start = (length - n_samples) // 2
-        return signal[..., start:start + n_samples], n_samples
-    padded = np.zeros((*signal.shape[:-1], n_samples), dtype=signal.dtype)
-    padded[..., :length] = signal
-    return padded, length
 
 
 @dataclass(frozen=True)
@@ -152,20 +95,9 @@ def _run_tasks(tasks: list[_ReadTask], n_records: int, workers: int | None, labe
                progress: bool) -> list[tuple[int, float, int, int, str | None]]:
     """Run read tasks on all cores with a progress bar; results in task order."""
     workers = workers or os.cpu_count() or 1
-    results: dict[int, list] = {}
-    with click.progressbar(length=n_records, label=label, file=sys.stderr,
-                           hidden=not progress) as bar:
-        if workers <= 1 or n_records < _IN_PROCESS_BELOW:
-            for i, task in enumerate(tasks):
-                results[i] = _run_read_task(task)
-                bar.update(len(task.rows))
-        else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-                futures = {pool.submit(_run_read_task, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update(len(tasks[futures[future]].rows))
-    return [item for i in range(len(tasks)) for item in results[i]]
+    results = map_chunks(_run_read_task, tasks, [len(task.rows) for task in tasks], label=label, show=progress,
+                         workers=1 if n_records < _IN_PROCESS_BELOW else workers)
+    return [item for result in results for item in result]
 
 
 def scan_records(source: RecordSource, workers: int | None = None,

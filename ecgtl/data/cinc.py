@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ecgtl.data.labels import snomed_dx
+from ecgtl.data.record_source import RecordProblem, RecordSource
 from ecgtl.data.records import lead_order, parse_header
-from ecgtl.data.sources import RecordProblem, RecordSource
 from ecgtl.data.splits import persisted_split
 from ecgtl.errors import DatasetError, RecordError
 from ecgtl.files import find_files

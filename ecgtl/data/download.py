@@ -21,10 +21,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
 from ecgtl.errors import EcgtlError
 from ecgtl.files import read_text_file
+from ecgtl.progress import progress_bar
 
 PHYSIONET_FILES_URL = "https://physionet.org/files/"
 _LEDGER = ".ecgtl-download.json"
@@ -161,8 +160,8 @@ def download(name: str, folder: Path, mirror: str | None = None, progress: bool 
     previous_url = wfdb_download.config.db_index_url
     wfdb_download.set_db_index_url(index_url)
     try:
-        with click.progressbar(sorted(checksums.items()), label=f"downloading {name}", file=sys.stderr,
-                               hidden=not progress, item_show_func=lambda item: item[0] if item else "") as bar:
+        with progress_bar(f"downloading {name}", items=sorted(checksums.items()), show=progress,
+                          item_name=lambda item: item[0] if item else "") as bar:
             for position, (relative, digest) in enumerate(bar):
                 local = folder / relative
                 if relative in ledger and local.exists() and ledger[relative] == _stamp(local):
@@ -191,11 +190,11 @@ def _fetch_verified(wfdb_download, release: Release, folder: Path, relative: str
         try:
             wfdb_download.dl_pn_file((basefile, subdir, release.database, str(folder), True, False))
         except Exception as exc:  # interrupted transfer: keep what arrived, wfdb appends the rest next time
-            click.echo(f"{relative}: transfer failed ({exc}); retrying", err=True)
+            print(f"{relative}: transfer failed ({exc}); retrying", file=sys.stderr)
             continue
         if local.exists() and sha256_of(local) == digest:
             return True
-        click.echo(f"{relative}: checksum mismatch; discarding and fetching again", err=True)
+        print(f"{relative}: checksum mismatch; discarding and fetching again", file=sys.stderr)
         if relative not in report.refetched:
             report.refetched.append(relative)
         confined_path(folder, relative).unlink(missing_ok=True)

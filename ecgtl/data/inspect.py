@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 from ecgtl.data.cache import scan_records
-from ecgtl.data.sources import DatasetSpec, RecordProblem, open_source, resolve_spec
+from ecgtl.data.record_source import RecordProblem
+from ecgtl.data.sources import open_source, resolve_spec
+from ecgtl.data.spec import DatasetSpec
 
 
 @dataclass

@@ -225,7 +225,8 @@ def published_counts(dx_mapping: pd.DataFrame, source_column: str, label_set: La
     """Per-class counts implied by a challenge `dx_mapping_*.csv` table for one source column.
 
     Applies the same class -> codes map as `encode_snomed`, so a wrong code in the map shows up as a wrong
-    count. `source_column` is e.g. "Georgia", "PTB-XL" (2020) or "PTB_XL" (2021).
+    count. `source_column` is e.g. "Georgia", "PTB-XL" (2020) or "PTB_XL" (2021). Public: a user checks a label
+    set (their own too) against a challenge's published counts.
     """
     code_column = next(c for c in dx_mapping.columns if c.replace(" ", "").lower() == "snomedctcode")
     counts_by_code = dict(zip(dx_mapping[code_column].astype(str), dx_mapping[source_column].astype(int), strict=True))

@@ -12,9 +12,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ecgtl.data.cinc import CINC_GAIN_ERRATA
-from ecgtl.data.records import STANDARD_LEADS, Record, read_record
+from ecgtl.data.records import Record, read_record
 from ecgtl.data.sources import open_source
 from ecgtl.errors import EcgtlError
+from ecgtl.inputs import STANDARD_LEADS
 from ecgtl.plotting import save_figure
 
 LAYOUT_3X4 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))

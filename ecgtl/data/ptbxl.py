@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ecgtl.data.labels import LabelSet, get_label_set
+from ecgtl.data.record_source import RecordProblem, RecordSource
 from ecgtl.data.records import normalise_sex
-from ecgtl.data.sources import RecordProblem, RecordSource
 from ecgtl.data.splits import ptbxl_split_of_fold
 from ecgtl.errors import DatasetError
 

@@ -28,11 +28,10 @@ import numpy as np
 
 from ecgtl.errors import RecordError
 from ecgtl.files import read_regular_file
-from ecgtl.inputs import FS_RANGE, MAX_ABS_MV, STANDARD_LEADS
+from ecgtl.inputs import FS_RANGE, LEAD_BY_UPPER, MAX_ABS_MV, STANDARD_LEADS
 
 __all__ = ["STANDARD_LEADS"]
 
-_LEAD_BY_UPPER = {lead.upper(): lead for lead in STANDARD_LEADS}
 # WFDB's default ADC gain when a header writes 0 (uncalibrated).
 _WFDB_DEFAULT_GAIN = 200.0
 # WFDB marks invalid samples in format 16 with the most negative value; wfdb reads them as NaN.
@@ -239,7 +238,7 @@ def lead_order(header: Header) -> np.ndarray:
     """Indices that put the header's signals in `STANDARD_LEADS` order (names matched case-insensitively)."""
     positions: dict[str, int] = {}
     for i, spec in enumerate(header.signals):
-        lead = _LEAD_BY_UPPER.get(spec.description.upper())
+        lead = LEAD_BY_UPPER.get(spec.description.upper())
         if lead is None:
             raise RecordError(f"{header.path}: unknown lead name {spec.description!r}")
         if lead in positions:

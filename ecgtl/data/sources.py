@@ -1,4 +1,4 @@
-"""Dataset specs and the common interface of record sources (PTB-XL native, CinC .hea/.mat, synthetic).
+"""The record-source factory: open the source a dataset spec names, and cheap identities of a dataset.
 
 A *dataset spec* names a source everywhere (CLI, MLflow params, cache keys):
 `ptbxl:PATH`, `cinc:PATH`, `synthetic:ptbxl?n=3000&seed=0`, `synthetic:g12ec?n=1500&seed=0`.
@@ -9,60 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from ecgtl.data.labels import LabelSet, get_label_set
-from ecgtl.data.spec import SPEC_KINDS, DatasetSpec, detect_layout, parse_spec
+from ecgtl.data.cinc import CincSource
+from ecgtl.data.ptbxl import PtbxlSource, find_database_csv
+from ecgtl.data.record_source import RecordSource
+from ecgtl.data.spec import DatasetSpec, detect_layout, parse_spec
 from ecgtl.files import find_files
-
-__all__ = ["SPEC_KINDS", "DatasetSpec", "RecordProblem", "RecordSource", "dataset_identity", "detect_layout",
-           "fingerprint_of", "open_source", "parse_spec", "resolve_spec"]
-
-@dataclass(frozen=True)
-class RecordProblem:
-    """A record that was skipped, with a one-line reason naming the file."""
-
-    record_id: str
-    path: str
-    reason: str
-
-
-@dataclass
-class RecordSource(ABC):
-    """Records of one dataset: an index (one row per readable-looking record) plus indexing problems.
-
-    `index` has at least: record_id, header_path, age, sex, codes (tuple), unknown_codes (tuple: codes the
-    dataset's vocabulary does not define), origin.
-    """
-
-    root: Path
-    index: pd.DataFrame = field(init=False)
-    problems: list[RecordProblem] = field(init=False, default_factory=list)
-    format_name: str = field(init=False, default="")
-    code_system: str = field(init=False, default="snomed")
-    gain_errata: Mapping[float, float] = field(init=False, default_factory=dict)
-
-    def label_set(self, name: str) -> LabelSet:
-        return get_label_set(name)
-
-    def label_matrix(self, label_set: str, equivalences: bool = True) -> tuple[np.ndarray, tuple[str, ...]]:
-        """Multi-hot [records, classes] in index order, and the class names."""
-        chosen = self.label_set(label_set)
-        codes = list(self.index["codes"])
-        if self.code_system == "scp":
-            return chosen.encode_scp(codes), chosen.classes
-        return chosen.encode_snomed(codes, equivalences=equivalences), chosen.classes
-
-    @abstractmethod
-    def splits(self, seed: int, split_dir: Path) -> np.ndarray:
-        """'train'/'val'/'test' per index row."""
-
 
 
 def hash_files(paths: list[Path], root: Path) -> str:
@@ -100,8 +53,6 @@ def fingerprint_of(spec: DatasetSpec | str) -> str:
     spec = resolve_spec(spec)
     root = Path(spec.target)
     if spec.kind == "ptbxl":
-        from ecgtl.data.ptbxl import find_database_csv
-
         return hash_files([find_database_csv(root), root / "scp_statements.csv"], root)
     detect_layout(root)
     return hash_files(find_files(root, ".hea"), root)
@@ -111,9 +62,5 @@ def open_source(spec: DatasetSpec | str, fs: float = 100) -> RecordSource:
     """Open the record source a spec names (generating synthetic data on first use)."""
     spec = resolve_spec(spec)
     if spec.kind == "ptbxl":
-        from ecgtl.data.ptbxl import PtbxlSource
-
         return PtbxlSource(Path(spec.target), fs=fs)
-    from ecgtl.data.cinc import CincSource
-
     return CincSource(Path(spec.target))

@@ -227,3 +227,9 @@ def calibrator_from_dict(data: dict) -> Calibrator:
         calibrator.knots_x = [np.array(x) for x in data["knots_x"]]
         calibrator.knots_y = [np.array(y) for y in data["knots_y"]]
     return calibrator
+
+
+def calibrated_probabilities(logits: np.ndarray, calibrator: Calibrator | None = None) -> np.ndarray:
+    """Probabilities [records, classes] from `logits`: the calibrator's where a model stores one, else the plain
+    sigmoid (a model trained without a validation split to fit one on)."""
+    return calibrator.predict_proba(logits) if calibrator is not None else expit(logits)

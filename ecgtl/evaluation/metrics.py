@@ -77,6 +77,9 @@ def per_class_auc(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def macro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Strodthoff's convention: the mean AUC of every class that has positive and negative records (the
+    report's `*_macro_auc_all_classes`; the headline macro uses `macro_classes`). Public: for users comparing
+    with published numbers. `y_true`, `scores` [records, classes]."""
     aucs = per_class_auc(y_true, scores)
     if np.isnan(aucs).all():
         raise EvaluationError("macro AUC is undefined: no class has both positive and negative records")

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass, replace
 
 from ecgtl import runs, tracking
@@ -41,25 +40,25 @@ from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.inputs import DOMAINS, FS_RANGE, leads_label, parse_leads
 from ecgtl.redaction import redact
-from ecgtl.stages.common import DataConfig, StageResult
-from ecgtl.stages.configs import (  # noqa: F401 (re-exported)
+from ecgtl.stages.common import StageResult
+from ecgtl.stages.configs import (
     AXES,
     AXIS_DEFAULTS,
-    FULL,
     INITS,
-    PRESET_NAMES,
     PRESETS,
-    QUICK,
     SOURCE_AXES,
     AblationConfig,
+    DataConfig,
+    FinetuneConfig,
+    PretrainConfig,
     Sizing,
 )
-from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
-from ecgtl.stages.main import reuse_or_run
-from ecgtl.stages.pretrain import PretrainConfig, pretrain
-from ecgtl.training.loop import TrainConfig
+from ecgtl.stages.finetune import finetune, scratch_config
+from ecgtl.stages.pretrain import pretrain
+from ecgtl.stages.reuse import pretrained_uri, reuse_or_run
+from ecgtl.training.config import TrainConfig
 
-STAGE = "ablation"
+STAGE = runs.ABLATION
 
 
 # ------------------------------------------------------------------------------------------------ the grid
@@ -141,7 +140,7 @@ class Cell:
 
     @property
     def stage(self) -> str:
-        return "finetune" if self.finetune.init == "pretrained" else "scratch"
+        return runs.FINETUNE if self.finetune.init == "pretrained" else runs.SCRATCH
 
 
 def _source_spec(spec: str, fs: float) -> str:
@@ -197,7 +196,7 @@ def tasks_of(cells: list[Cell]) -> list[dict]:
         if cell.pretrain is not None:
             key = reuse_key(cell.pretrain)
             source_axes = {axis: cell.axes[axis] for axis in SOURCE_AXES}
-            pretrainings.setdefault(key, {"kind": "pretrain", "key": key, "flat": flatten(cell.pretrain),
+            pretrainings.setdefault(key, {"kind": runs.PRETRAIN, "key": key, "flat": flatten(cell.pretrain),
                                           "axes": source_axes})
     cell_tasks = [{"kind": "cell", "stage": cell.stage, "flat": flatten(cell.finetune), "axes": cell.axes,
                    "pretrain_key": reuse_key(cell.pretrain) if cell.pretrain else None} for cell in cells]
@@ -208,26 +207,13 @@ def _axes_for_tags(axes: dict) -> dict:
     return {axis: value for axis, value in axes.items() if value is not None}
 
 
-def pretrained_uri(pretrain_key: str, wait_s: float = 0.0) -> str:
-    """The model URI of the FINISHED pretraining with this reuse key (waiting up to `wait_s` for a worker that
-    is still training it)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = tracking.find_finished_run("pretrain", pretrain_key)
-        if found:
-            return tracking.run_info(found)[0][runs.MODEL_URI]
-        if time.monotonic() >= deadline:
-            raise EcgtlError(f"no finished pretraining with reuse key {pretrain_key} (it failed or never ran)")
-        time.sleep(2)
-
-
 def run_task(task: dict, *, parent_run_id: str | None = None, nested: bool = False, wait_s: float = 0.0) -> StageResult:
     """Run (or reuse) one task; in-process cells are `nested` under the active ablation run, worker processes
     attach to `parent_run_id`."""
     axes = _axes_for_tags(task["axes"])
-    if task["kind"] == "pretrain":
+    if task["kind"] == runs.PRETRAIN:
         config = build(PretrainConfig, task["flat"])
-        return reuse_or_run("pretrain", config, lambda: pretrain(config, nested=nested, register=False, axes=axes,
+        return reuse_or_run(runs.PRETRAIN, config, lambda: pretrain(config, nested=nested, register=False, axes=axes,
                                                                   parent_run_id=parent_run_id))
     config = build(FinetuneConfig, task["flat"])
     if task["pretrain_key"]:
@@ -261,7 +247,7 @@ class CellOutcome:
 def _run_serially(tasks: list[dict]) -> list[CellOutcome]:
     outcomes = []
     for position, task in enumerate(tasks, 1):
-        label = task["kind"] if task["kind"] == "pretrain" else task["stage"]
+        label = task["kind"] if task["kind"] == runs.PRETRAIN else task["stage"]
         print(f"[{position}/{len(tasks)}] {label} {_axes_for_tags(task['axes'])}", file=sys.stderr, flush=True)
         try:
             result = run_task(task, nested=True)
@@ -298,8 +284,8 @@ def _run_on_queue(tasks: list[dict], config: AblationConfig, parent_run_id: str)
     storage_url = config.storage or str(cache_root() / "queues" / f"ablation-{parent_run_id}.log")
     study_name = config.study_name or f"ablation-{parent_run_id}"
     storage = queue.open_storage(storage_url)
-    study = queue.create_queue(storage, study_name, tasks, {"ecgtl.parent_run_id": parent_run_id})
-    parent_run_id = study.user_attrs.get("ecgtl.parent_run_id", parent_run_id)
+    study = queue.create_queue(storage, study_name, tasks, {runs.PARENT_RUN_ID_ATTR: parent_run_id})
+    parent_run_id = study.user_attrs.get(runs.PARENT_RUN_ID_ATTR, parent_run_id)
     threads = max(1, (os.cpu_count() or 1) // config.jobs)
     queue.run_processes(_worker_main, (storage_url, study_name, parent_run_id, threads), config.jobs,
                         after=lambda: queue.wait_for_other_workers(study))
@@ -316,7 +302,7 @@ def _outcomes_from_study(study, tasks: list[dict]) -> list[CellOutcome]:
             continue
         identity = json.dumps(task, sort_keys=True)
         status = {"COMPLETE": "finished", "FAIL": "failed"}.get(trial.state.name, trial.state.name.lower())
-        by_task[identity] = CellOutcome(task, status, None, trial.user_attrs.get("ecgtl.error", ""))
+        by_task[identity] = CellOutcome(task, status, None, trial.user_attrs.get(runs.ERROR_ATTR, ""))
     return [by_task.get(json.dumps(t, sort_keys=True), CellOutcome(t, "missing", None)) for t in tasks]
 
 
@@ -328,12 +314,12 @@ def ablation(config: AblationConfig) -> dict:
     cells = expand(config)  # every axis value checked before the store is touched
     tracking.configure()
     tasks = tasks_of(cells)
-    n_pretrain = sum(t["kind"] == "pretrain" for t in tasks)
+    n_pretrain = sum(t["kind"] == runs.PRETRAIN for t in tasks)
     print(f"ablation {config.preset}{' (quick)' if config.quick else ''}: {len(cells)} cells, {n_pretrain} "
           f"pretraining(s), jobs {config.jobs}", file=sys.stderr)
     prepare_caches(cells)
-    tags = {runs.STAGE: STAGE, runs.CONFIG_HASH: reuse_key(config), "ecgtl.preset": config.preset,
-            "ecgtl.cells": str(len(cells))}
+    tags = {runs.STAGE: STAGE, runs.CONFIG_HASH: reuse_key(config), runs.PRESET: config.preset,
+            runs.CELLS: str(len(cells))}
     name = f"{STAGE}-{config.preset}{'-quick' if config.quick else ''}"
     with tracking.stage_run(name, tags, flatten(config)) as parent_run_id:
         if config.jobs == 1 and not config.storage:
@@ -355,5 +341,5 @@ def ablation_worker(storage: str, study_name: str) -> int:
     from ecgtl.stages import queue
 
     study = queue.join_queue(queue.open_storage(storage), study_name)
-    parent_run_id = study.user_attrs.get("ecgtl.parent_run_id")
+    parent_run_id = study.user_attrs.get(runs.PARENT_RUN_ID_ATTR)
     return _worker_main(storage, study_name, parent_run_id, torch.get_num_threads())

@@ -29,24 +29,19 @@ import plotly.graph_objects as go
 from ecgtl import runs, tracking
 from ecgtl.config import reuse_key
 from ecgtl.errors import EcgtlError, EvaluationError
-from ecgtl.evaluation.calibration import make_calibrator
+from ecgtl.evaluation.calibration import calibrated_probabilities, make_calibrator
 from ecgtl.evaluation.figures import PALETTE, reliability_figure
 from ecgtl.evaluation.metrics import bootstrap_over_seeds
 from ecgtl.plotting import figures_to_html, save_figure
+from ecgtl.stages.reuse import finished_run, pretrained_uri
 
 NUMERIC_AXES = ("target_fraction", "source_fraction", "fs")
 CATEGORICAL_AXES = ("domain", "leads")
 INIT_COLOURS = {"pretrained": PALETTE[0], "scratch": PALETTE[1]}
 
 
-def _finished_run(stage: str, config) -> str | None:
-    return tracking.find_finished_run(stage, reuse_key(config))
-
-
 def collect(cells, outcomes) -> dict:
     """Find each cell's finished run and gather metrics and test predictions (the pure tables follow)."""
-    from ecgtl.stages.ablation import pretrained_uri
-
     failures = {}
     for outcome in outcomes:
         if outcome.status not in ("finished", "reused") and outcome.task["kind"] == "cell":
@@ -58,13 +53,13 @@ def collect(cells, outcomes) -> dict:
         try:
             if cell.pretrain is not None:
                 config = replace(config, pretrained=pretrained_uri(reuse_key(cell.pretrain)))
-            run_id = _finished_run(cell.stage, config)
+            run_id = finished_run(cell.stage, config)
         except EcgtlError as exc:
             run_id, row["error"] = None, str(exc)
         if cell.pretrain is not None:
             key = reuse_key(cell.pretrain)
             if key not in pretraining:
-                found = _finished_run("pretrain", cell.pretrain)
+                found = finished_run(runs.PRETRAIN, cell.pretrain)
                 source_axes = {a: cell.axes[a] for a in ("source_fraction", "fs", "domain", "leads")}
                 pretraining[key] = {**source_axes, "run_id": found,
                                     "source_test_macro_auc": tracking.run_info(found)[1].get("test_macro_auc")
@@ -227,9 +222,7 @@ def calibration_figures(frame: pd.DataFrame, predictions: dict) -> list[go.Figur
     for init, group in done.groupby("init"):
         run_id = group.sort_values(list(group.columns.intersection(["target_fraction", "seed"]))).iloc[0]["run_id"]
         test, val = predictions[run_id]["test"], predictions[run_id]["val"]
-        from scipy.special import expit
-
-        probabilities = {"uncalibrated": expit(test["logits"])}
+        probabilities = {"uncalibrated": calibrated_probabilities(test["logits"])}
         for method in ("platt", "temperature", "isotonic"):
             probabilities[method] = make_calibrator(method).fit(val["logits"], val["labels"]).predict_proba(test["logits"])
         figures.append(reliability_figure(test["labels"], probabilities,

@@ -29,16 +29,19 @@ from ecgtl.data.cache import PreparedData, prepare
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
 from ecgtl.data.lineage import TrainingRecords
-from ecgtl.data.sources import dataset_identity, parse_spec
+from ecgtl.data.sources import dataset_identity
+from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
 from ecgtl.inputs import leads_label, parse_leads
-from ecgtl.models import EcgModel, count_parameters
+from ecgtl.models import count_parameters
+from ecgtl.models.base import EcgModel
 from ecgtl.paths import cache_root
 from ecgtl.pipeline import InputPipeline
-from ecgtl.stages.configs import DEFAULT_SOURCE, DEFAULT_TARGET, DataConfig  # noqa: F401 (re-exported)
-from ecgtl.training.loop import EpochResult, FitResult, TrainConfig, fit
+from ecgtl.stages.configs import DataConfig
+from ecgtl.training.config import TrainConfig
+from ecgtl.training.loop import EpochResult, FitResult, fit
 
 
 @dataclass
@@ -182,7 +185,7 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
 def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data: DataConfig, train_config: TrainConfig,
                 run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
-                on_epoch=None, champion_if_first: bool = True, stage: str = "finetune") -> StageResult:
+                on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
     names the training phase in the timing table."""
     with timing.phase(stage):

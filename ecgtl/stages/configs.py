@@ -1,6 +1,6 @@
 """Every stage's config: frozen dataclasses free of heavy imports, so that the CLI and MLproject options are
 generated from them without importing torch, pandas or the stages. Flattened with dots they are the MLflow params
-and CLI options; `config.reuse_key` hashes what determines a result. The stage modules re-export them.
+and CLI options; `config.reuse_key` hashes what determines a result. Import them from here.
 """
 
 from __future__ import annotations
@@ -9,22 +9,20 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ecgtl.config import SEED_RANGE, Range, check_numbers, reuse_key, validate_parts
+from ecgtl.data.prepare_config import DEFAULT_SOURCE, DEFAULT_TARGET, PrepareConfig
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import DOMAINS, PREPARE_RANGES, SCALINGS, InputContract, parse_leads
 from ecgtl.training.config import TrainConfig
 
-DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
-DEFAULT_TARGET = "synthetic:g12ec?n=1500&seed=0"
-
 
 @dataclass(frozen=True)
 class DataConfig:
     spec: str = DEFAULT_TARGET
-    fs: float = 100.0
-    length_s: float = 10.0
-    label_set: str = "shared18"
-    split_seed: int = 0
+    fs: float = PrepareConfig.fs
+    length_s: float = PrepareConfig.length_s
+    label_set: str = PrepareConfig.label_set
+    split_seed: int = PrepareConfig.split_seed
     fraction: float = 1.0
     leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
     domain: str = "time"  # time, fft_abs, fft_real, fft_imag
@@ -47,9 +45,7 @@ class DataConfig:
     def contract(self) -> InputContract:
         return InputContract(self.fs, parse_leads(self.leads), self.domain, self.scaling)
 
-    def prepare_config(self):
-        from ecgtl.data.cache import PrepareConfig
-
+    def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(spec=self.spec, fs=self.fs, length_s=self.length_s, label_set=self.label_set,
                              split_seed=self.split_seed)
 
@@ -152,6 +148,10 @@ class PromoteConfig:
 
     RANGES: ClassVar[dict[str, Range]] = {"margin": Range(-1, 1), "ece_tolerance": Range(0, 1),
                                           "n_bootstrap": N_BOOTSTRAP_RANGE, "seed": SEED_RANGE}
+    HELP: ClassVar[dict[str, str]] = {
+        "model": "Registered model name.", "challenger": "Version number or alias.",
+        "margin": "The gain's lower CI bound must exceed this.", "ece_tolerance": "How much worse ECE may be.",
+        "n_bootstrap": "Paired bootstrap resamples.", "seed": "Bootstrap seed.", "dry_run": "Only print the decision."}
 
     def validate(self) -> PromoteConfig:
         check_numbers(self)
@@ -281,11 +281,6 @@ class TuneConfig:
             raise EcgtlError("tune fine-tunes a pretrained model: finetune.init must be 'pretrained'")
         self.finetune.validate()
         return self
-
-    def search_space(self):
-        from ecgtl.stages.tune import load_space_file, parse_space
-
-        return parse_space(load_space_file(self.space_file, self.space) if self.space_file else self.space)
 
     def default_study_name(self) -> str:
         return f"tune-{parse_spec(self.finetune.data.spec).short_name}-{reuse_key(self.finetune)}"

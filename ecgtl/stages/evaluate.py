@@ -23,18 +23,20 @@ import numpy as np
 
 from ecgtl import runs, tracking
 from ecgtl.config import flatten, reuse_key
-from ecgtl.data.cache import PrepareConfig, prepare
+from ecgtl.data.cache import prepare
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
 from ecgtl.data.lineage import TrainingRecords, overlaps
-from ecgtl.data.sources import dataset_identity, parse_spec
+from ecgtl.data.prepare_config import PrepareConfig
+from ecgtl.data.sources import dataset_identity
+from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
 from ecgtl.stages.common import StageResult
-from ecgtl.stages.configs import SPLIT_CHOICES, EvaluateConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.configs import EvaluateConfig
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:
@@ -76,7 +78,7 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     report.metrics["test_n_records_seen_in_training"] = float(sum(record_id in seen for record_id in reported_ids))
     print(report.summary(), file=sys.stderr)
     target = parse_spec(config.spec).short_name
-    tags = {runs.STAGE: "evaluate", runs.TARGET: target, runs.LABEL_SET: info.label_set, runs.FS: f"{info.fs:g}",
+    tags = {runs.STAGE: runs.EVALUATE, runs.TARGET: target, runs.LABEL_SET: info.label_set, runs.FS: f"{info.fs:g}",
             runs.MODEL_URI: config.model_uri, runs.CONFIG_HASH: reuse_key(config),
             runs.CALIBRATION: "refit" if refit else "stored", runs.LEAK: str(len(seen))}
     with tracking.stage_run(f"evaluate-{info.architecture}-{target}-{config.split}", tags, flatten(config)) as run_id:

@@ -18,26 +18,28 @@ import torch
 from ecgtl import runs, timing, tracking
 from ecgtl.config import flatten
 from ecgtl.data.lineage import TrainingRecords
-from ecgtl.data.sources import parse_spec
+from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inference import load_bundle
 from ecgtl.inputs import input_mismatch, parse_leads
 from ecgtl.models import create_model
-from ecgtl.stages.common import (
+from ecgtl.stages.common import StageResult, load_data, run_name, stage_tags, train_model
+from ecgtl.stages.configs import (
+    DEFAULT_PRETRAINED,
+    DEFAULT_SCRATCH_MODEL,
+    REGISTERED,
     DataConfig,
-    StageResult,
-    load_data,
-    run_name,
-    stage_tags,
-    train_model,
+    FinetuneConfig,
+    PretrainConfig,
 )
-from ecgtl.stages.configs import DEFAULT_PRETRAINED, DEFAULT_SCRATCH_MODEL, REGISTERED, FinetuneConfig  # noqa: F401 (re-exported)
-from ecgtl.stages.pretrain import PretrainConfig, pretrain
+from ecgtl.stages.pretrain import pretrain
 
 
 def scratch_config(config: FinetuneConfig) -> FinetuneConfig:
-    """The fair baseline: same data, model, epochs and lr, random initialisation, everything trainable."""
-    return replace(config, init="scratch", train=replace(config.train, schedule="full", decay=1.0))
+    """The fair baseline: same data, model, epochs and lr, random initialisation, everything trainable. The
+    architecture is named (empty means DEFAULT_SCRATCH_MODEL), so both spellings share one reuse key."""
+    return replace(config, init="scratch", model=config.model or DEFAULT_SCRATCH_MODEL,
+                   train=replace(config.train, schedule="full", decay=1.0))
 
 
 def default_fallback_pretrain(config: FinetuneConfig) -> PretrainConfig:
@@ -106,7 +108,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
     tracking.configure()
     if not nested and parent_run_id is None:
         timing.reset()
-    stage = "finetune" if config.init == "pretrained" else "scratch"
+    stage = runs.FINETUNE if config.init == "pretrained" else runs.SCRATCH
     prepared, rows = load_data(config.data, config.train.seed)
     target = parse_spec(config.data.spec).short_name
     tags = stage_tags(stage, config.init, "none", target, config.data, config.train, config, axes)

@@ -7,7 +7,6 @@ paired bootstrap of fine-tuned vs scratch on the same target test records.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -17,26 +16,16 @@ import plotly.graph_objects as go
 
 from ecgtl import runs, timing, tracking
 from ecgtl.config import flatten, reuse_key
-from ecgtl.data.sources import parse_spec
+from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import PairedDifference, paired_bootstrap
 from ecgtl.inputs import input_mismatch
 from ecgtl.plotting import save_figure
 from ecgtl.stages.common import StageResult
-from ecgtl.stages.configs import MainConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.configs import MainConfig
 from ecgtl.stages.finetune import finetune, report_timing, scratch_config
 from ecgtl.stages.pretrain import pretrain
-
-
-def reuse_or_run(stage: str, config, run) -> StageResult:
-    """A FINISHED run of `stage` with the same reuse key in this experiment, else `run()` (MLflow's
-    multistep_workflow `_get_or_run`, keyed by `config.reuse_key`)."""
-    found = tracking.find_finished_run(stage, reuse_key(config))
-    if found:
-        tags, metrics = tracking.run_info(found)
-        print(f"{stage}: reusing finished run {found} (same parameters)", file=sys.stderr)
-        return StageResult(found, tags.get(runs.MODEL_URI), None, metrics, reused=True)
-    return run()
+from ecgtl.stages.reuse import reuse_or_run
 
 
 def comparison_table(results: dict[str, StageResult]) -> pd.DataFrame:
@@ -60,20 +49,21 @@ def main(config: MainConfig) -> dict[str, StageResult | PairedDifference]:
     if differences:
         raise EcgtlError(f"main: pretrain.data and finetune.data differ in {' and '.join(differences)}; "
                          "a fine-tuned model must take the inputs its pretraining took")
-    tags = {runs.STAGE: "main", runs.TARGET: target, runs.CONFIG_HASH: reuse_key(config)}
+    tags = {runs.STAGE: runs.MAIN, runs.TARGET: target, runs.CONFIG_HASH: reuse_key(config)}
     name = f"main-{config.pretrain.model}-{target}-f{config.finetune.data.fraction:.2f}-s{config.finetune.train.seed}"
     with tracking.stage_run(name, tags, flatten(config)):
-        pretrained = reuse_or_run("pretrain", config.pretrain, lambda: pretrain(config.pretrain, nested=True))
+        pretrained = reuse_or_run(runs.PRETRAIN, config.pretrain, lambda: pretrain(config.pretrain, nested=True))
         tuned_config = replace(config.finetune, init="pretrained", pretrained=pretrained.model_uri,
                                model=config.pretrain.model)
-        tuned = reuse_or_run("finetune", tuned_config, lambda: finetune(tuned_config, nested=True))
+        tuned = reuse_or_run(runs.FINETUNE, tuned_config, lambda: finetune(tuned_config, nested=True))
         baseline_config = scratch_config(tuned_config)
-        baseline = reuse_or_run("scratch", baseline_config, lambda: finetune(baseline_config, nested=True))
+        baseline = reuse_or_run(runs.SCRATCH, baseline_config, lambda: finetune(baseline_config, nested=True))
         results = {"pretrained (source test)": pretrained, "fine-tuned": tuned, "scratch": baseline}
         table = comparison_table(results)
         a, b = tracking.load_predictions(tuned.run_id), tracking.load_predictions(baseline.run_id)
         if list(a["record_ids"]) != list(b["record_ids"]):
-            raise RuntimeError("fine-tuned and scratch runs were scored on different test records")
+            raise EcgtlError("fine-tuned and scratch runs were scored on different test records (a changed target "
+                             "or split since one of them ran)")
         difference = paired_bootstrap(a["labels"], a["logits"], b["logits"], n_resamples=config.n_bootstrap,
                                       seed=config.finetune.train.seed)
         tracking.log_epoch(0, {"finetuned_test_macro_auc": tuned.metrics["test_macro_auc"],

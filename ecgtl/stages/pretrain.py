@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ecgtl import tracking
+from ecgtl import runs, tracking
 from ecgtl.config import flatten
-from ecgtl.data.sources import parse_spec
+from ecgtl.data.spec import parse_spec
 from ecgtl.inputs import parse_leads
 from ecgtl.models import create_model
 from ecgtl.stages.common import (
@@ -16,7 +16,7 @@ from ecgtl.stages.common import (
     stage_tags,
     train_model,
 )
-from ecgtl.stages.configs import REGISTERED_PRETRAINED, PretrainConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.configs import REGISTERED_PRETRAINED, PretrainConfig
 
 
 def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str | None = None,
@@ -27,12 +27,12 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
     prepared, rows = load_data(config.data, config.train.seed)
     torch.manual_seed(config.train.seed)
     model = create_model(config.model, len(prepared.classes), n_leads=len(parse_leads(config.data.leads)))
-    name = run_name("pretrain", config.model, config.data, config.train.seed, axes)
+    name = run_name(runs.PRETRAIN, config.model, config.data, config.train.seed, axes)
     source = parse_spec(config.data.spec).short_name
-    tags = stage_tags("pretrain", "scratch", source, source, config.data, config.train, config, axes)
+    tags = stage_tags(runs.PRETRAIN, "scratch", source, source, config.data, config.train, config, axes)
     with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
                            parent_run_id=parent_run_id) as run_id:
         return train_model(model, prepared, rows, config.data, config.train, run_id,
                            registered_name=REGISTERED_PRETRAINED if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
-                           extra={"spec": config.data.spec}, stage="pretrain")
+                           extra={"spec": config.data.spec}, stage=runs.PRETRAIN)

@@ -34,13 +34,13 @@ from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.lineage import TrainingRecords, overlaps
 from ecgtl.data.sources import dataset_identity
 from ecgtl.errors import EcgtlError
-from ecgtl.evaluation.calibration import calibration_summary, calibrator_from_dict
+from ecgtl.evaluation.calibration import calibrated_probabilities, calibration_summary, calibrator_from_dict
 from ecgtl.evaluation.metrics import left_out_classes, paired_bootstrap
 from ecgtl.inference import load_bundle
 from ecgtl.inputs import input_mismatch
-from ecgtl.stages.configs import PromoteConfig  # noqa: F401 (re-exported)
+from ecgtl.stages.configs import PromoteConfig
 
-STAGE = "promote"
+STAGE = runs.PROMOTE
 CHAMPION = tracking.CHAMPION
 
 
@@ -62,7 +62,7 @@ class Decision:
     left_out: str = ""  # classes with an AUC on these records but too few of them for the macro
 
     def tags(self) -> dict[str, str]:
-        return {f"ecgtl.promotion.{key}": (f"{value:.6g}" if isinstance(value, float) else str(value))
+        return {runs.promotion_tag(key): (f"{value:.6g}" if isinstance(value, float) else str(value))
                 for key, value in asdict(self).items() if key != "model"}
 
     def describe(self) -> str:
@@ -102,7 +102,8 @@ def _test_scores(challenger, champion, bundles: dict) -> TestScores:
     if list(mine["record_ids"]) == list(theirs["record_ids"]):
         return TestScores(mine["labels"], list(mine["record_ids"]), mine["logits"], theirs["logits"],
                           "logged predictions")
-    from ecgtl.data.cache import PrepareConfig, prepare
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.prepare_config import PrepareConfig
 
     (model_a, info_a), (model_b, info_b) = bundles["challenger"], bundles["champion"]
     spec, split_seed = _tested_on(info_a)
@@ -133,10 +134,8 @@ def _leaks(bundles: dict, numbers: dict, record_ids: list[str]) -> str:
 
 
 def _ece(info, labels: np.ndarray, logits: np.ndarray) -> float:
-    from scipy.special import expit
-
-    probabilities = calibrator_from_dict(info.calibrator).predict_proba(logits) if info.calibrator else expit(logits)
-    return calibration_summary(labels, probabilities).ece
+    calibrator = calibrator_from_dict(info.calibrator) if info.calibrator else None
+    return calibration_summary(labels, calibrated_probabilities(logits, calibrator)).ece
 
 
 def decide(config: PromoteConfig) -> Decision:
@@ -190,9 +189,9 @@ def promote(config: PromoteConfig) -> Decision:
     print(decision.describe(), file=sys.stderr)
     if config.dry_run:
         return decision
-    tags = {runs.STAGE: STAGE, "ecgtl.model": config.model, "ecgtl.decision": "promote" if decision.promote else "keep"}
+    tags = {runs.STAGE: STAGE, runs.MODEL: config.model, runs.DECISION: "promote" if decision.promote else "keep"}
     with tracking.stage_run(f"promote-{config.model}-v{decision.challenger}", tags, flatten(config)), \
-            tracking.process_lock("promote", tracking.tracking_uri(), config.model):
+            tracking.process_lock(STAGE, tracking.tracking_uri(), config.model):
         current = tracking.version_by_alias(config.model, CHAMPION)
         now = None if current is None else int(current.version)
         if decision.promote and now != decision.champion:  # compare-and-set: another gate moved it meanwhile
@@ -200,10 +199,10 @@ def promote(config: PromoteConfig) -> Decision:
                 f"refused: champion moved from v{decision.champion} to v{now} while this gate compared; run "
                 f"promote again to compare v{decision.challenger} with v{now}"))
             print(decision.describe(), file=sys.stderr)
-            tracking.set_tags({"ecgtl.decision": "keep"})
+            tracking.set_tags({runs.DECISION: "keep"})
         tracking.log_epoch(0, {k: v for k, v in asdict(decision).items()
                                if isinstance(v, float) and np.isfinite(v)})
-        tracking.set_tags({"ecgtl.reason": decision.reason[:4000], **decision.tags()})
+        tracking.set_tags({runs.REASON: decision.reason[:4000], **decision.tags()})
         tracking.tag_version(config.model, decision.challenger, decision.tags())  # before the alias moves
         if decision.promote:
             tracking.move_alias(config.model, CHAMPION, decision.challenger)

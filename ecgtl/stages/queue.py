@@ -21,12 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ecgtl import runs
 from ecgtl.errors import EcgtlError
 from ecgtl.redaction import redact
 
-TASK_ATTR = "ecgtl.task"
-READY_ATTR = "ecgtl.ready"
-WORKER_ATTR = "ecgtl.worker"
+TASK_ATTR, READY_ATTR, WORKER_ATTR = runs.TASK_ATTR, runs.READY_ATTR, runs.WORKER_ATTR
 HEARTBEAT_S, GRACE_S = 10, 60  # a dead worker's trial turns FAIL about a minute after its last heartbeat; a
 # busy but live worker must not miss it
 
@@ -125,7 +124,7 @@ def fail_dead_trials(study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if _alive_here(trial.user_attrs.get(WORKER_ATTR, "")) is False:
             trial_id = trial._trial_id  # noqa: SLF001 (no public id for storage calls)
-            storage.set_trial_user_attr(trial_id, "ecgtl.error", "worker died")
+            storage.set_trial_user_attr(trial_id, runs.ERROR_ATTR, "worker died")
             storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
             if callback is not None:
                 callback(study, storage.get_trial(trial_id))
@@ -172,12 +171,12 @@ def work(study, run_task: Callable[[dict], float]) -> int:
         task = task_of(trial)
         trial.set_user_attr(WORKER_ATTR, worker_id())
         if task is None:  # the queue emptied between our check and the pop: nothing to do
-            trial.set_user_attr("ecgtl.note", "no task left")
+            trial.set_user_attr(runs.NOTE_ATTR, "no task left")
             raise optuna.TrialPruned("no task left")
         try:
             return float(run_task(task))
         except Exception as exc:
-            trial.set_user_attr("ecgtl.error", redact(f"{type(exc).__name__}: {exc}")[:2000])
+            trial.set_user_attr(runs.ERROR_ATTR, redact(f"{type(exc).__name__}: {exc}")[:2000])
             raise
 
     while waiting(study):

@@ -47,6 +47,8 @@ def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: i
 
 def schedule_timeline(schedule: str, n_groups: int, epochs: int, epochs_per_stage: int = 1,
                       groups_per_stage: int = 1) -> list[list[bool]]:
+    """The whole schedule: one trainable mask (a bool per layer group, head last) per epoch. Public: a user
+    previews what a schedule will train before running it (`schedule_timeline("gradual", 5, 6)`)."""
     return [trainable_mask(schedule, n_groups, e, epochs_per_stage, groups_per_stage) for e in range(epochs)]
 
 

@@ -39,13 +39,20 @@ def experiment(tmp_path_factory):
     """A store with finished pretrain, finetune and scratch runs, a tiny ablation, a tiny study and a promotion."""
     import mlflow
 
-    from ecgtl.stages.ablation import AblationConfig, ablation
-    from ecgtl.stages.common import DataConfig
-    from ecgtl.stages.finetune import FinetuneConfig, finetune, scratch_config
-    from ecgtl.stages.pretrain import PretrainConfig
-    from ecgtl.stages.promote import PromoteConfig, promote
-    from ecgtl.stages.tune import SearchSpace, TuneConfig, tune
-    from ecgtl.training.loop import TrainConfig
+    from ecgtl.stages.ablation import ablation
+    from ecgtl.stages.configs import (
+        AblationConfig,
+        DataConfig,
+        FinetuneConfig,
+        PretrainConfig,
+        PromoteConfig,
+        SearchSpace,
+        TuneConfig,
+    )
+    from ecgtl.stages.finetune import finetune, scratch_config
+    from ecgtl.stages.promote import promote
+    from ecgtl.stages.tune import tune
+    from ecgtl.training.config import TrainConfig
 
     folder = tmp_path_factory.mktemp("site")
     with pytest.MonkeyPatch.context() as patch:

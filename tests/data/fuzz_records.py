@@ -31,9 +31,10 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import digital_ecg, ecg_like, write_cinc, write_wfdb  # noqa: E402
 
-from ecgtl.data.cache import resample_centre  # noqa: E402
-from ecgtl.data.records import _UNIT_TO_MV, STANDARD_LEADS, lead_order, parse_header, read_signal  # noqa: E402
+from ecgtl.data.records import _UNIT_TO_MV, lead_order, parse_header, read_signal
+from ecgtl.data.signal import resample_centre  # noqa: E402
 from ecgtl.errors import RecordError  # noqa: E402
+from ecgtl.inputs import STANDARD_LEADS
 
 HOSTILE_NUMBERS = ["nan", "NaN", "inf", "-inf", "1e400", "-1", "0", "0.001", "0.02", "99999999999999", "1e9",
                    "-32768", "32767", "2147483648", "abc", "", "5000.5", "0x10", "١٢", "500/0", "500(7)"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import find_peaks
 
-from ecgtl.data.records import STANDARD_LEADS
+from ecgtl.inputs import STANDARD_LEADS
 
 INDEPENDENT = [STANDARD_LEADS.index(lead) for lead in ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")]
 

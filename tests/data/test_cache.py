@@ -9,8 +9,10 @@ import pytest
 from conftest import digital_ecg, write_cinc
 
 from ecgtl.data import cache as cache_module
-from ecgtl.data.cache import PrepareConfig, crop_or_pad, prepare, resample
+from ecgtl.data.cache import prepare
+from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.records import parse_header, read_signal
+from ecgtl.data.signal import crop_or_pad, resample
 from ecgtl.errors import RecordError
 
 
@@ -128,7 +130,7 @@ def test_ptbxl_prepare_uses_official_folds(ptbxl_folder, tmp_path):
 @pytest.mark.parametrize(("fs_in", "fs_out", "n_in"), [(500, 100, 5000), (1000, 100, 115_200), (257, 100, 46_260),
                                                        (100, 500, 1000), (360, 250, 21_600), (500, 100, 60_001)])
 def test_resampling_only_the_centre_window_equals_resampling_everything(fs_in, fs_out, n_in):
-    from ecgtl.data.cache import crop_or_pad, resample, resample_centre
+    from ecgtl.data.signal import crop_or_pad, resample, resample_centre
 
     signal = np.random.default_rng(0).standard_normal((12, n_in)).astype(np.float32)
     n_out = 10 * fs_out
@@ -144,7 +146,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_folder(cinc_folder, tmp
     import errno
     import os
 
-    from ecgtl.data.cache import PrepareConfig, prepare
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.prepare_config import PrepareConfig
     from ecgtl.errors import DatasetError
 
     def full(fd, offset, length):

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from conftest import write_ptbxl
 
-from ecgtl.data.cache import PrepareConfig, prepare
+from ecgtl.data.cache import prepare
+from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.ptbxl import PtbxlSource
 from ecgtl.errors import RecordError
 

@@ -15,7 +15,8 @@ import wfdb
 
 from ecgtl.data.labels import LABEL_SET_NAMES, SHARED18_MAP
 from ecgtl.data.ptbxl import PtbxlSource
-from ecgtl.data.records import STANDARD_LEADS, parse_header, read_signal
+from ecgtl.data.records import parse_header, read_signal
+from ecgtl.inputs import STANDARD_LEADS
 
 
 @pytest.fixture(scope="module")

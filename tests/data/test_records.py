@@ -8,8 +8,9 @@ import wfdb
 from conftest import digital_ecg, ecg_like, write_cinc, write_wfdb
 
 from ecgtl.data.cinc import CINC_GAIN_ERRATA
-from ecgtl.data.records import STANDARD_LEADS, lead_order, parse_header, read_record, read_signal
+from ecgtl.data.records import lead_order, parse_header, read_record, read_signal
 from ecgtl.errors import RecordError
+from ecgtl.inputs import STANDARD_LEADS
 
 
 def _wfdb_reference(header_path):

@@ -13,14 +13,18 @@ import wfdb
 from click.testing import CliRunner
 
 from ecgtl.cli import cli
-from ecgtl.data.cache import PrepareConfig, prepare
+from ecgtl.data.cache import prepare
 from ecgtl.data.cinc import CincSource
 from ecgtl.data.labels import SHARED18
+from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.ptbxl import PtbxlSource
-from ecgtl.data.records import STANDARD_LEADS, parse_header, read_signal
-from ecgtl.data.sources import open_source, parse_spec
-from ecgtl.data.synthetic import FULL_SIZE, PUBLISHED_COUNTS, SynthConfig, generate, sample_labels
+from ecgtl.data.records import parse_header, read_signal
+from ecgtl.data.sources import open_source
+from ecgtl.data.spec import parse_spec
+from ecgtl.data.synthetic import FULL_SIZE, PUBLISHED_COUNTS, SynthConfig, generate
+from ecgtl.data.synthetic_labels import sample_labels
 from ecgtl.errors import DatasetError
+from ecgtl.inputs import STANDARD_LEADS
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +201,7 @@ def test_full_size_georgia_generates_and_reads(tmp_path):
 
 
 def _signals_at_100hz(folder, like):
-    from ecgtl.data.cache import resample
+    from ecgtl.data.signal import resample
 
     source = open_source(f"{'ptbxl' if like == 'ptbxl' else 'cinc'}:{folder}")
     headers = [parse_header(p) for p in source.index["header_path"]]

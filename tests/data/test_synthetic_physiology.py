@@ -23,7 +23,8 @@ from measure import (
 )
 
 from ecgtl.data.labels import SHARED18
-from ecgtl.data.synthetic import FS_GENERATE, RecordPlan, synthesise_signal
+from ecgtl.data.synthetic import FS_GENERATE, synthesise_signal
+from ecgtl.data.synthetic_physiology import RecordPlan
 
 FS = FS_GENERATE
 PER_CLASS = 24

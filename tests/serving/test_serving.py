@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import use_mlflow_store
 
-from ecgtl.stages.common import DataConfig
-from ecgtl.stages.finetune import FinetuneConfig, finetune
-from ecgtl.stages.pretrain import PretrainConfig
-from ecgtl.training.loop import TrainConfig
+from ecgtl.pipeline import InputPipeline
+from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig
+from ecgtl.stages.finetune import finetune
+from ecgtl.training.config import TrainConfig
 
 MODEL = "models:/ecgtl-finetuned@champion"
 
@@ -40,7 +40,8 @@ def served(tmp_path_factory):
         finetune(FinetuneConfig(data=DataConfig(spec="synthetic:g12ec?n=100&seed=9"),
                                 train=TrainConfig(epochs=1, batch_size=32, schedule="gradual", decay=2.0),
                                 n_bootstrap=20), fallback_pretrain=pretrained)
-        from ecgtl.data.cache import PrepareConfig, prepare
+        from ecgtl.data.cache import prepare
+        from ecgtl.data.prepare_config import PrepareConfig
 
         test = prepare(PrepareConfig(spec="synthetic:g12ec?n=100&seed=9")).split("test")
         signals = np.asarray(test.signals[:3], dtype=np.float32)
@@ -65,14 +66,14 @@ def test_bad_input_is_a_400_class_error_with_a_message(data, params, message):
     from ecgtl.serving import validated_signals
 
     with pytest.raises(MlflowException, match=message) as info:
-        validated_signals(data, 100.0, (params or {}).get("fs"), 2.5)
+        validated_signals(data, InputPipeline(fs=100.0, crop_s=2.5), (params or {}).get("fs"))
     assert info.value.get_http_status_code() == 400
 
 
 def test_in_process_pyfunc_resamples_records_at_another_rate(served):
     import mlflow
 
-    from ecgtl.data.cache import resample
+    from ecgtl.data.signal import resample
 
     model = mlflow.pyfunc.load_model(MODEL)
     at_500 = resample(served["signals"], 100, 500)

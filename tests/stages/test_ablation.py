@@ -10,7 +10,8 @@ import pytest
 from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
-from ecgtl.stages.ablation import AblationConfig, expand, parse_axes, tasks_of
+from ecgtl.stages.ablation import expand, parse_axes, tasks_of
+from ecgtl.stages.configs import AblationConfig
 
 TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic:g12ec?n=120&seed=0",
             pretrain_epochs=1, finetune_epochs=1, n_bootstrap=20, seeds=2, axes="target_fraction=1,0.5")

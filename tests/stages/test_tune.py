@@ -10,11 +10,10 @@ import pytest
 from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
-from ecgtl.stages.common import DataConfig, checkpoint_path
-from ecgtl.stages.finetune import FinetuneConfig
-from ecgtl.stages.pretrain import PretrainConfig
-from ecgtl.stages.tune import SearchSpace, TuneConfig, parse_space, suggest
-from ecgtl.training.loop import TrainConfig
+from ecgtl.stages.common import checkpoint_path
+from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig, SearchSpace, TuneConfig
+from ecgtl.stages.tune_space import load_space_file, parse_space, suggest
+from ecgtl.training.config import TrainConfig
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -34,7 +33,6 @@ def test_invalid_search_space_options_are_one_clear_error(changes, message):
 
 
 def test_space_file_and_unknown_keys(tmp_path):
-    from ecgtl.stages.tune import load_space_file
 
     (tmp_path / "space.yaml").write_text("schedules: [gradual]\nlr: [0.001, 0.01]\nbatch_size: 64\n")
     space = parse_space(load_space_file(str(tmp_path / "space.yaml"), SearchSpace()))
@@ -91,8 +89,9 @@ class EveryOtherTrialPruned(optuna.pruners.BasePruner):
 
 def test_tune_runs_trials_as_child_runs_prunes_cleanly_and_registers_only_a_challenger(store, monkeypatch):
     import ecgtl.stages.tune as tune_module
+    import ecgtl.stages.tune_study as tune_study
 
-    monkeypatch.setattr(tune_module, "make_pruner", lambda *args: EveryOtherTrialPruned())
+    monkeypatch.setattr(tune_study, "make_pruner", lambda *args: EveryOtherTrialPruned())
     summary = tune_module.tune(_tiny())
     assert summary["counts"]["COMPLETE"] == 2 and summary["counts"]["PRUNED"] == 2
     experiment = store.get_experiment_by_name("tune-test").experiment_id

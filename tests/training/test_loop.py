@@ -8,7 +8,8 @@ import torch
 from ecgtl.data.dataset import LeadScaler, sliding_windows, window_starts
 from ecgtl.models import create_model
 from ecgtl.pipeline import InputPipeline
-from ecgtl.training.loop import TrainConfig, fit
+from ecgtl.training.config import TrainConfig
+from ecgtl.training.loop import fit
 
 
 def _fit(prepared, tmp_path, config, **kwargs):

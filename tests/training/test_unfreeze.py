@@ -44,7 +44,8 @@ def test_frozen_groups_get_no_gradient_and_do_not_change(prepared_tiny):
     from ecgtl.data.dataset import LeadScaler
     from ecgtl.models import create_model
     from ecgtl.pipeline import InputPipeline
-    from ecgtl.training.loop import TrainConfig, fit
+    from ecgtl.training.config import TrainConfig
+    from ecgtl.training.loop import fit
 
     torch.manual_seed(0)
     model = create_model("xresnet1d18", len(prepared_tiny.classes))
@@ -70,7 +71,8 @@ def test_frozen_batchnorm_can_keep_training(prepared_tiny):
     from ecgtl.data.dataset import LeadScaler
     from ecgtl.models import create_model
     from ecgtl.pipeline import InputPipeline
-    from ecgtl.training.loop import TrainConfig, fit
+    from ecgtl.training.config import TrainConfig
+    from ecgtl.training.loop import fit
 
     model = create_model("xresnet1d18", len(prepared_tiny.classes))
     stem_mean = model.body["stem"][0][1].running_mean.clone()
