@@ -25,7 +25,8 @@ import wfdb
 
 from ecgtl.data.cache import prepare
 from ecgtl.data.prepare_config import PrepareConfig
-from ecgtl.data.synthetic import FULL_SIZE, SynthConfig, generate
+from ecgtl.data.synthetic import SynthConfig, generate
+from ecgtl.data.synthetic_labels import FULL_SIZE
 
 
 def timed(function, *args, **kwargs):

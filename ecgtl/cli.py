@@ -320,20 +320,53 @@ def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
     click.echo(f"wrote {len(pages)} pages to {out}: open {out / 'index.html'}")
 
 
+@cli.command("export")
+@click.argument("uri")
+@click.option("--format", "fmt", default="onnx", show_default=True, help="Only onnx for now.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the exported files.")
+def export_command(uri: str, fmt: str, out: Path) -> None:
+    """Export the model at URI (window model as ONNX, its pipeline as JSON, a numpy/onnxruntime runner)."""
+    from ecgtl.export import export
+
+    written = export(uri, out, fmt)
+    click.echo(f"wrote {', '.join(p.name for p in written)} to {out}; run: python {out / 'run_onnx.py'} {out} "
+               "SIGNALS.npy")
+
+
 @cli.group(cls=_Group)
 def models() -> None:
-    """Model architectures."""
+    """Model architectures, and registered models when a store is set (MLFLOW_TRACKING_URI)."""
 
 
 @models.command("list")
 def models_list() -> None:
-    """Names, parameter counts and layer groups of every architecture."""
+    """Names, parameter counts and layer groups of every architecture; then registered models and aliases."""
+    import os
+
     from ecgtl.models import MODEL_BUILDERS, count_parameters, create_model
 
     for name in MODEL_BUILDERS:
         model = create_model(name, n_classes=18)
         groups = ", ".join(f"{g} ({count_parameters(m):,})" for g, m in model.layer_groups())
         click.echo(f"{name:<14} {count_parameters(model):>10,} parameters  groups: {groups}")
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        from ecgtl import tracking
+
+        tracking.configure()
+        for registered in tracking.registered_models():
+            versions = ", ".join(f"v{v['version']}" + (f" ({', '.join(v['aliases'])})" if v["aliases"] else "")
+                                 for v in registered["versions"])
+            click.echo(f"registered {registered['name']}: {versions}")
+
+
+@models.command("show")
+@click.argument("uri")
+def models_show(uri: str) -> None:
+    """Print the model card of a registered version (models:/NAME@ALIAS or models:/NAME/VERSION)."""
+    from ecgtl import tracking
+
+    tracking.configure()
+    click.echo(tracking.version_description(uri) or f"{uri} has no model card (registered by an older ecgtl)")
 
 
 _register_stage_commands()

@@ -89,7 +89,7 @@ def _replace(config: Any, flat: dict[str, Any]) -> Any:
 
 
 REUSE_VERSION = "2"
-NOT_IN_REUSE_KEY = frozenset({"progress", "jobs"})
+NOT_IN_REUSE_KEY = frozenset({"progress", "jobs", "system_metrics"})
 
 
 def reuse_key(config: Any) -> str:

@@ -39,6 +39,14 @@ def _nav(current: str, experiment: str) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
+    """An HTML table; a float column holding only whole numbers (counts, epochs) prints as integers
+    (`194`, not `194.0000`), other numbers to 4 decimals."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and values.notna().any() and (values.dropna() % 1 == 0).all() \
+                and (values.dropna().abs() > 1).any():
+            frame[column] = values.map(lambda v: "–" if pd.isna(v) else f"{v:.0f}")
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="–", escape=True)
 
 

@@ -15,6 +15,7 @@
 | `ecgtl.calibration`, `ecgtl.leak` | evaluate: `stored` or `refit` calibration; evaluated records seen in training |
 | `ecgtl.study`, `ecgtl.trial`, `ecgtl.trial_state`, `ecgtl.best_run_id` | tune: the study, a trial's number and fate, the best run |
 | `ecgtl.preset`, `ecgtl.cells` | ablation: the preset and the number of cells |
+| `ecgtl.dataset.<context>` | on a registered version: `name@digest` of each dataset of its run |
 | `ecgtl.model`, `ecgtl.decision`, `ecgtl.reason`, `ecgtl.promotion.*` | promote: the registered model, the gate |
 
 Optuna user attributes on studies and trials (`ecgtl.run_id`, `ecgtl.parent_run_id`, ...) are named here too.
@@ -35,6 +36,7 @@ STUDY, TRIAL_NUMBER, TRIAL_STATE, BEST_RUN_ID = "ecgtl.study", "ecgtl.trial", "e
 PRESET, CELLS = "ecgtl.preset", "ecgtl.cells"
 MODEL, DECISION, REASON, PROMOTION_PREFIX = "ecgtl.model", "ecgtl.decision", "ecgtl.reason", "ecgtl.promotion."
 AXIS_PREFIX = "ecgtl.axis."
+DATASET_PREFIX = "ecgtl.dataset."  # on a registered version: `ecgtl.dataset.training` = `g12ec/train@<digest>`
 MLFLOW_RUN_NAME, MLFLOW_PARENT = "mlflow.runName", "mlflow.parentRunId"
 
 # Stage names: the values of `ecgtl.stage`.
@@ -48,6 +50,10 @@ PARENT_RUN_ID_ATTR, TUNE_CONFIG_ATTR, TARGET_TRIALS_ATTR = "ecgtl.parent_run_id"
 SPACE_ATTR = "ecgtl.space"
 RUN_ID_ATTR, ERROR_ATTR, NOTE_ATTR = "ecgtl.run_id", "ecgtl.error", "ecgtl.note"
 TASK_ATTR, READY_ATTR, WORKER_ATTR = "ecgtl.task", "ecgtl.ready", "ecgtl.worker"
+
+
+def dataset_tag(context: str) -> str:
+    return f"{DATASET_PREFIX}{context}"
 
 
 def promotion_tag(key: str) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtl import runs
+from ecgtl.data.lineage import SplitDataset
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport
 from ecgtl.packaging import runtime_requirements
@@ -109,19 +110,37 @@ def configure(experiment: str | None = None) -> None:
             mlflow.MlflowClient().set_experiment_tag(chosen.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
 
+def system_metrics_from_environment() -> bool:
+    return os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").strip().lower() in ("true", "1")
+
+
+def check_system_metrics() -> None:
+    """System metrics need psutil (and nvidia-ml-py for GPUs): a clear error rather than MLflow's warning."""
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:
+        raise EcgtlError("system metrics need psutil: pip install 'ecgtl[system]' (nvidia-ml-py for GPU use)")
+
+
 def _raise_interrupted(signum, frame):  # noqa: ARG001
     raise StageInterrupted(f"signal {signum}")
 
 
 @contextlib.contextmanager
 def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = False,
-              run_id: str | None = None, parent_run_id: str | None = None) -> Iterator[str]:
+              run_id: str | None = None, parent_run_id: str | None = None,
+              system_metrics: bool = False) -> Iterator[str]:
     """Start (or resume) a run; always end it FINISHED, FAILED or KILLED. Yields the run id.
 
     `nested` makes it a child of the run active in this process; `parent_run_id` of a run started elsewhere
-    (a worker process of an ablation or study), in that run's experiment.
+    (a worker process of an ablation or study), in that run's experiment. `system_metrics` (or MLflow's own
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true) logs CPU, memory and, where present, GPU use while it runs.
     """
     from filelock import Timeout
+
+    system_metrics = system_metrics or system_metrics_from_environment()
+    if system_metrics:
+        check_system_metrics()
 
     resume_lock = None
     if run_id is not None:  # one resume of a run at a time (two would log every epoch twice)
@@ -131,7 +150,7 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
         except Timeout:
             raise EcgtlError(f"--resume {run_id}: another process is resuming this run right now") from None
     try:
-        with _stage_run(run_name, tags, params, nested, run_id, parent_run_id) as yielded:
+        with _stage_run(run_name, tags, params, nested, run_id, parent_run_id, system_metrics) as yielded:
             yield yielded
     finally:
         if resume_lock is not None:
@@ -140,7 +159,7 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
 
 @contextlib.contextmanager
 def _stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool, run_id: str | None,
-               parent_run_id: str | None) -> Iterator[str]:
+               parent_run_id: str | None, system_metrics: bool) -> Iterator[str]:
     import mlflow
 
     previous_handler = signal.getsignal(signal.SIGTERM)
@@ -167,7 +186,7 @@ def _stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool, 
         experiment_id = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
         start_tags = {runs.MLFLOW_PARENT: parent_run_id, runs.PARENT: parent_run_id}
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, nested=nested,
-                           experiment_id=experiment_id, tags=start_tags)
+                           experiment_id=experiment_id, tags=start_tags, log_system_metrics=system_metrics)
     try:
         set_tags({**tags, runs.MLFLOW_RUN_NAME: run_name})
         if run_id is None:
@@ -228,6 +247,72 @@ def fail_run(run_id: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status="FAILED")
+
+
+def log_datasets(datasets: list[SplitDataset]) -> None:
+    """Each split the active run used as an MLflow dataset input (the runs table's Datasets column), with
+    context, digest, source (spec and path), a schema (signals, labels) and the profile."""
+    import mlflow
+    from mlflow.data.dataset import Dataset
+    from mlflow.data.dataset_source import DatasetSource
+    from mlflow.types.schema import Schema, TensorSpec
+
+    class EcgtlDatasetSource(DatasetSource):
+        def __init__(self, spec: str, path: str) -> None:
+            self.spec, self.path = spec, path
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "ecgtl"
+
+        def load(self, **kwargs):  # noqa: ARG002
+            return self.path
+
+        @staticmethod
+        def _can_resolve(raw_source) -> bool:  # noqa: ARG004
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source):
+            raise NotImplementedError
+
+        def to_dict(self) -> dict:
+            return {"spec": self.spec, "path": self.path}
+
+        @classmethod
+        def from_dict(cls, source_dict: dict):
+            return cls(source_dict["spec"], source_dict["path"])
+
+    class EcgtlDataset(Dataset):
+        def __init__(self, split: SplitDataset) -> None:
+            self.split = split
+            super().__init__(EcgtlDatasetSource(split.spec, split.path), name=split.name, digest=split.digest)
+
+        def _compute_digest(self) -> str:
+            return self.split.digest
+
+        @property
+        def profile(self):
+            return self.split.profile
+
+        @property
+        def schema(self):
+            profile = self.split.profile
+            if "samples" not in profile:
+                return None
+            return Schema([TensorSpec(np.dtype(np.float32), (-1, len(profile["leads"]), profile["samples"]),
+                                      "signals"),
+                           TensorSpec(np.dtype(np.float32), (-1, len(profile["classes"])), "labels")])
+
+        def to_dict(self) -> dict:
+            config = super().to_dict()
+            config["profile"] = json.dumps(self.profile)
+            if self.schema is not None:
+                config["schema"] = json.dumps({"mlflow_tensorspec": self.schema.to_dict()})
+            return config
+
+    for split in datasets:
+        mlflow.log_input(EcgtlDataset(split), context=split.context)
 
 
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
@@ -313,14 +398,18 @@ def log_model(bundle_dir: Path, input_example: np.ndarray, *, python_model, sign
     return info.model_uri
 
 
-def register(model_uri: str, name: str, champion_if_first: bool = True) -> int:
-    """Register a model version; `challenger` on it, `champion` too when no version holds it yet (unless
-    `champion_if_first` is off: then only the promotion gate makes champions). All or nothing."""
+def register(model_uri: str, name: str, champion_if_first: bool = True, *, description: str = "",
+             tags: dict[str, str] | None = None) -> int:
+    """Register a model version (with its model card as `description`, and `tags`); `challenger` on it,
+    `champion` too when no version holds it yet (unless `champion_if_first` is off: then only the promotion gate
+    makes champions). All or nothing."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    version = mlflow.register_model(model_uri, name)
+    version = mlflow.register_model(model_uri, name, tags=tags)
     try:
+        if description:
+            client.update_model_version(name, version.version, description=description)
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         if champion_if_first and version_by_alias(name, CHAMPION) is None:
             client.set_registered_model_alias(name, CHAMPION, version.version)
@@ -382,6 +471,14 @@ def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
 
     run = mlflow.MlflowClient().get_run(run_id)
     return run.data.tags, run.data.metrics
+
+
+def metric_history(run_id: str, key: str) -> list[float]:
+    """A metric's values in step order (per-epoch metrics)."""
+    import mlflow
+
+    history = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
 def run_seconds(run_id: str) -> float:
@@ -457,6 +554,14 @@ def resolve_version(name: str, reference: str):
     if version is None:
         raise EcgtlError(f"alias {reference!r} of {name} points to no version")
     return version
+
+
+def version_description(uri: str) -> str:
+    """The registry description (the model card) of `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
+    if not uri.startswith("models:/") or ("@" not in uri and uri.count("/") != 2):
+        raise EcgtlError(f"{uri}: name a registered version, models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, _, reference = uri.removeprefix("models:/").replace("@", "/", 1).partition("/")
+    return resolve_version(name, reference).description or ""
 
 
 def registered_models() -> list[dict]:

@@ -36,6 +36,13 @@ def test_every_stage_command_is_built_from_its_config(command):
         assert f"default: {default!r}" in params[f"--{field}"].help
 
 
+def test_version():
+    from ecgtl import __version__
+
+    result = _run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"ecgtl, version {__version__}"
+
+
 def test_promote_options_reach_the_config(monkeypatch):
     import ecgtl.stages.promote as promote_module
     from ecgtl.stages.configs import PromoteConfig

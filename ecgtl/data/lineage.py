@@ -84,3 +84,46 @@ def overlaps(history: Sequence[TrainingRecords], resolved: str, record_ids: Sequ
         if seen:
             found.append(Overlap(training.spec, tuple(map(str, seen))))
     return found
+
+
+# MLflow's input contexts, one per split a run used (`mlflow.data.context`).
+CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+SOURCE_CONTEXT = "source"  # a fine-tune's pretraining data, as its own input
+
+
+@dataclass(frozen=True)
+class SplitDataset:
+    """One split a run trained or was tested on, as MLflow's Datasets column shows it.
+
+    `digest` hashes the cache key (source files and preprocessing) with the record fingerprint (which records,
+    as the leak guard's `TrainingRecords.fingerprint`): it changes exactly when either changes. `profile` holds
+    the records, per-class counts, fs, length and leads.
+    """
+
+    name: str  # `g12ec/train`: the spec's short name and the split
+    context: str  # training, validation, testing, source
+    digest: str
+    spec: str
+    path: str  # the prepared cache the records came from
+    profile: dict
+
+    @classmethod
+    def of(cls, *, short_name: str, split: str, context: str, spec: str, cache_key: str, path: str,
+           record_ids: Sequence[str], labels, classes: Sequence[str], fs: float, samples: int,
+           leads: Sequence[str]) -> SplitDataset:
+        """`labels` [records, classes] of exactly `record_ids`."""
+        fingerprint = fingerprint_ids(record_ids)
+        digest = hashlib.sha256(f"{cache_key}:{fingerprint}".encode()).hexdigest()[:16]
+        counts = {name: int(count) for name, count in zip(classes, labels.sum(axis=0), strict=True)}
+        profile = {"records": len(record_ids), "record_fingerprint": fingerprint, "cache_key": cache_key,
+                   "classes": counts, "fs": float(fs), "samples": int(samples), "length_s": samples / float(fs),
+                   "leads": list(leads)}
+        return cls(f"{short_name}/{split}", context, digest, spec, path, profile)
+
+    @classmethod
+    def of_training_records(cls, records: TrainingRecords, short_name: str) -> SplitDataset:
+        """The training data of a model a run started from (its bundle's history): no cache, only records."""
+        digest = hashlib.sha256(f"{records.resolved}:{records.split_seed}:{records.fingerprint}".encode()).hexdigest()[:16]
+        return cls(f"{short_name}/train", SOURCE_CONTEXT, digest, records.spec, records.resolved,
+                   {"records": len(records.record_ids), "record_fingerprint": records.fingerprint,
+                    "split_seed": records.split_seed})

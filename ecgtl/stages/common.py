@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtl import runs, serving, timing, tracking
+from ecgtl import model_card, runs, serving, timing, tracking
 from ecgtl.config import reuse_key
 from ecgtl.data.cache import PreparedData, prepare
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
-from ecgtl.data.lineage import TrainingRecords
+from ecgtl.data.lineage import CONTEXTS, SplitDataset, TrainingRecords
 from ecgtl.data.sources import dataset_identity
 from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
@@ -111,6 +111,26 @@ def discard_checkpoint(run_id: str) -> None:
     shutil.rmtree(checkpoint_path(run_id).parent, ignore_errors=True)
 
 
+def split_datasets(prepared: PreparedData, leads: tuple[str, ...], rows_of: dict[str, np.ndarray | None], *,
+                   context: str | None = None, inherited: list[TrainingRecords] | None = None) -> list[SplitDataset]:
+    """The splits a run used as datasets (`rows_of[split]`: the rows used, None for all), plus the training data
+    of the model it started from. `context` overrides each split's own (evaluate tests on every split)."""
+    config = prepared.manifest["config"]
+    short_name = parse_spec(config["spec"]).short_name
+    datasets = []
+    for split, rows in rows_of.items():
+        part = prepared.split(split)
+        chosen = np.arange(len(part)) if rows is None else np.sort(rows)
+        datasets.append(SplitDataset.of(
+            short_name=short_name, split=split, context=context or CONTEXTS[split], spec=config["spec"],
+            cache_key=prepared.manifest["key"], path=str(prepared.path),
+            record_ids=list(part.index["record_id"].iloc[chosen]), labels=part.labels[chosen],
+            classes=prepared.classes, fs=prepared.fs, samples=int(prepared.manifest["samples"]), leads=leads))
+    datasets += [SplitDataset.of_training_records(records, parse_spec(records.spec).short_name)
+                 for records in inherited or []]
+    return datasets
+
+
 # ------------------------------------------------------------------------------------------------ steps
 def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_config: TrainConfig,
              pipeline: InputPipeline, run_id: str, *, resume: bool = False, new_head: bool = True,
@@ -188,6 +208,10 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                 on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
     names the training phase in the timing table."""
+    datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
+                              inherited=inherited)
+    with timing.phase("logging"):
+        tracking.log_datasets(datasets)
     with timing.phase(stage):
         pipeline = fit_pipeline(data, train_config, prepared, rows)
         fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
@@ -197,6 +221,14 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
     report = report_step(scores, prepared, n_bootstrap, train_config.seed)
     with timing.phase("logging"):
         model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
-        version = tracking.register(model_uri, registered_name, champion_if_first) if registered_name else None
+        card = model_card.render(model_card.ModelFacts(
+            registered_name=registered_name or "(not registered)", architecture=model.architecture, stage=stage,
+            run_id=run_id, classes=tuple(prepared.classes), label_set=prepared.manifest["config"]["label_set"],
+            input_contract=pipeline.describe(), datasets=tuple(datasets), metrics=report.metrics,
+            thresholds=tuple(float(v) for v in report.thresholds), primary_calibration=report.primary_calibration,
+            champion_if_first=champion_if_first))
+        tracking.log_text(card, model_card.CARD_FILE)
+        version = tracking.register(model_uri, registered_name, champion_if_first, description=card,
+                                    tags=model_card.dataset_tags(datasets)) if registered_name else None
     discard_checkpoint(run_id)
     return StageResult(run_id, model_uri, version, report.metrics)

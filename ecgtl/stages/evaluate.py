@@ -26,7 +26,7 @@ from ecgtl.config import flatten, reuse_key
 from ecgtl.data.cache import prepare
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
-from ecgtl.data.lineage import TrainingRecords, overlaps
+from ecgtl.data.lineage import CONTEXTS, TrainingRecords, overlaps
 from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.sources import dataset_identity
 from ecgtl.data.spec import parse_spec
@@ -35,7 +35,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
-from ecgtl.stages.common import StageResult
+from ecgtl.stages.common import StageResult, split_datasets
 from ecgtl.stages.configs import EvaluateConfig
 
 
@@ -82,6 +82,8 @@ def evaluate(config: EvaluateConfig) -> StageResult:
             runs.MODEL_URI: config.model_uri, runs.CONFIG_HASH: reuse_key(config),
             runs.CALIBRATION: "refit" if refit else "stored", runs.LEAK: str(len(seen))}
     with tracking.stage_run(f"evaluate-{info.architecture}-{target}-{config.split}", tags, flatten(config)) as run_id:
+        tracking.log_datasets(split_datasets(prepared, pipeline.leads, {n: None for n in names if len(prepared.split(n))},
+                                             context=CONTEXTS["test"]))
         tracking.log_evaluation_report(report)
         tracking.log_predictions(config.split, reported_ids, labels[report_on], logits[report_on])
     return StageResult(run_id, config.model_uri, None, report.metrics)

@@ -115,7 +115,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
     name = run_name(stage, config.model or DEFAULT_SCRATCH_MODEL, config.data, config.train.seed, axes)
     with tempfile.TemporaryDirectory() as tmp, \
             tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
-                               parent_run_id=parent_run_id) as run_id:
+                               system_metrics=config.train.system_metrics, parent_run_id=parent_run_id) as run_id:
         start = starting_point(config, prepared, Path(tmp), fallback_pretrain)
         if config.init == "pretrained":
             tracking.set_tags({runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,

@@ -31,7 +31,7 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
     source = parse_spec(config.data.spec).short_name
     tags = stage_tags(runs.PRETRAIN, "scratch", source, source, config.data, config.train, config, axes)
     with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
-                           parent_run_id=parent_run_id) as run_id:
+                            system_metrics=config.train.system_metrics, parent_run_id=parent_run_id) as run_id:
         return train_model(model, prepared, rows, config.data, config.train, run_id,
                            registered_name=REGISTERED_PRETRAINED if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,

@@ -31,6 +31,7 @@ class TrainConfig:
     patience: int = 0
     seed: int = 0
     device: str = "auto"
+    system_metrics: bool = False  # log CPU, memory, GPU use to the run (needs psutil: ecgtl[system])
 
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": Range(1, 100_000), "batch_size": Range(1, 1 << 16), "lr": Range(0, 10, low_open=True),

@@ -142,6 +142,9 @@ def test_mlflow_ui_compares_runs_and_renders_the_evaluation_report(browser, expe
         text = page.inner_text("body")
         for name in ("finetune-xresnet1d18-g12ec-f1.00-s0", "scratch-xresnet1d18-g12ec-f1.00-s0"):
             assert name in text  # the pretraining is nested under the finetune run
+        # The runs table's Datasets column names each training run's data (mlflow.log_input), with its context.
+        assert "Dataset" in text and "g12ec/train" in text and "training" in text
+        page.screenshot(path=str(tmp_path / "mlflow-ui-datasets.png"), full_page=True)
         # The metric and tag columns to compare runs by are offered; show test_macro_auc and ecgtl.stage.
         page.set_viewport_size({"width": 2600, "height": 1000})  # room for the added columns
         page.get_by_role("button", name="Columns", exact=True).click()

@@ -29,3 +29,14 @@ def test_learning_curves_average_seeds_and_keep_stages_apart():
     assert len(curves) == 3 and abs(finetuned["auc"].item() - 0.85) < 1e-12 and finetuned["runs"].item() == 2
     figures = dashboard.dashboard_figures(curves)
     assert len(figures) == 1 and {trace.name for trace in figures[0].data} == {"finetune", "scratch"}
+
+
+def test_tables_print_counts_as_integers_and_scores_to_four_decimals():
+    import numpy as np
+    import pandas as pd
+
+    from ecgtl.dashboard import _table
+
+    html = _table(pd.DataFrame({"records": [194.0, np.nan], "auc": [0.912345, 1.0], "version": [1, 2]}))
+    assert ">194<" in html and "194.0000" not in html and ">–<" in html
+    assert ">0.9123<" in html and ">1.0000<" in html

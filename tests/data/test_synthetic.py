@@ -21,8 +21,8 @@ from ecgtl.data.ptbxl import PtbxlSource
 from ecgtl.data.records import parse_header, read_signal
 from ecgtl.data.sources import open_source
 from ecgtl.data.spec import parse_spec
-from ecgtl.data.synthetic import FULL_SIZE, PUBLISHED_COUNTS, SynthConfig, generate
-from ecgtl.data.synthetic_labels import sample_labels
+from ecgtl.data.synthetic import SynthConfig, generate
+from ecgtl.data.synthetic_labels import FULL_SIZE, PUBLISHED_COUNTS, sample_labels
 from ecgtl.errors import DatasetError
 from ecgtl.inputs import STANDARD_LEADS
 

@@ -23,8 +23,7 @@ from measure import (
 )
 
 from ecgtl.data.labels import SHARED18
-from ecgtl.data.synthetic import FS_GENERATE, synthesise_signal
-from ecgtl.data.synthetic_physiology import RecordPlan
+from ecgtl.data.synthetic_physiology import FS_GENERATE, RecordPlan, synthesise_signal
 
 FS = FS_GENERATE
 PER_CLASS = 24

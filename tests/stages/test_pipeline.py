@@ -3,6 +3,8 @@ prediction from raw signals, reuse in `main`, evaluate on real files, FAILED/KIL
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import use_mlflow_store, use_store_copy
@@ -80,6 +82,9 @@ def test_a_new_version_is_challenger_and_champion_stays(store):
     client = store["client"]
     second = finetune(tiny_finetune(fraction=0.5))
     assert second.version == 2
+    # The training records changed, the test records did not: so did and did not their digests.
+    before, after = _datasets(client, store["first"].run_id), _datasets(client, second.run_id)
+    assert before["training"][1] != after["training"][1] and before["testing"][1] == after["testing"][1]
     assert str(client.get_model_version_by_alias("ecgtl-finetuned", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("ecgtl-finetuned", "champion").version) == "1"
     assert client.get_run(second.run_id).data.metrics["n_train_records"] < client.get_run(store["first"].run_id).data.metrics["n_train_records"]
@@ -124,6 +129,88 @@ def test_evaluate_any_model_on_real_cinc_files(store, shared_samples):
     result = evaluate(EvaluateConfig(model_uri="models:/ecgtl-finetuned@champion",
                                      spec=f"cinc:{shared_samples / 'cinc2021-smoke'}", split="all", n_bootstrap=20))
     assert result.metrics["test_n_records"] == 70 and 0 <= result.metrics["test_macro_auc"] <= 1
+    inputs = store["client"].get_run(result.run_id).inputs.dataset_inputs
+    assert {_context(i) for i in inputs} == {"testing"}
+    assert sum(json.loads(i.dataset.profile)["records"] for i in inputs) == 70
+
+
+def _context(dataset_input) -> str:
+    return next(tag.value for tag in dataset_input.tags if tag.key == "mlflow.data.context")
+
+
+def _datasets(client, run_id: str) -> dict:
+    """context -> (name, digest, profile) of a run's logged datasets."""
+    return {_context(i): (i.dataset.name, i.dataset.digest, json.loads(i.dataset.profile))
+            for i in client.get_run(run_id).inputs.dataset_inputs}
+
+
+def test_a_finetune_logs_its_datasets_and_they_agree_with_the_leak_guard(store):
+    from ecgtl.inference import BUNDLE_JSON, BundleInfo, find_bundle
+    from ecgtl.tracking import download_model
+
+    client, first = store["client"], store["first"]
+    datasets = _datasets(client, first.run_id)
+    assert set(datasets) == {"training", "validation", "testing", "source"}
+    name, digest, profile = datasets["training"]
+    assert name == "g12ec/train" and len(digest) == 16
+    assert profile["records"] == client.get_run(first.run_id).data.metrics["n_train_records"]
+    assert profile["fs"] == 100.0 and profile["samples"] == 1000 and len(profile["leads"]) == 12
+    assert len(profile["classes"]) == 18 and sum(profile["classes"].values()) > 0
+    folder = find_bundle(download_model(first.model_uri, store["folder"] / "b"))
+    bundle = BundleInfo.from_json(json.loads((folder / BUNDLE_JSON).read_text()))
+    # The leak guard's record fingerprints are the datasets' own: the target's and, inherited, the source's.
+    fingerprints = [t["fingerprint"] for t in bundle.training]
+    assert datasets["training"][2]["record_fingerprint"] == fingerprints[-1]
+    assert datasets["source"][2]["record_fingerprint"] == fingerprints[0] and datasets["source"][0] == "ptbxl/train"
+    pretrain_run = client.search_runs([client.get_run(first.run_id).info.experiment_id],
+                                      "tags.`ecgtl.stage` = 'pretrain'")[0]
+    assert _datasets(client, pretrain_run.info.run_id)["training"][2]["record_fingerprint"] == fingerprints[0]
+
+
+def test_the_registered_version_carries_its_model_card_and_datasets(store):
+    from click.testing import CliRunner
+
+    from ecgtl.cli import cli
+
+    client = store["client"]
+    version = client.get_model_version("ecgtl-finetuned", "1")
+    card = version.description
+    for text in ("Not a medical device", "## Data", "g12ec/train", "## Input contract", "100 Hz", "Macro AUC",
+                 "ECE", "temperature", "## Promotion", "synthetic data only", "| LVH |"):
+        assert text in card, text
+    datasets = _datasets(client, store["first"].run_id)
+    assert version.tags["ecgtl.dataset.training"] == f"g12ec/train@{datasets['training'][1]}"
+    assert f"`{datasets['testing'][1]}`" in card
+    artifacts = {a.path for a in client.list_artifacts(store["first"].run_id)}
+    assert "model_card.md" in artifacts
+    shown = CliRunner().invoke(cli, ["models", "show", "models:/ecgtl-finetuned@champion"])
+    assert shown.exit_code == 0 and shown.output.strip() == card.strip()
+    listed = CliRunner().invoke(cli, ["models", "list"])
+    assert "registered ecgtl-finetuned: v1 (challenger, champion)" in listed.output
+    bad = CliRunner().invoke(cli, ["models", "show", "runs:/abc/model"])
+    assert bad.exit_code == 2 and "name a registered version" in bad.output
+
+
+def test_system_metrics_are_logged_when_asked(store, monkeypatch):
+    from dataclasses import replace
+
+    from ecgtl import tracking
+    from ecgtl.errors import EcgtlError
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    config = scratch_config(tiny_finetune())
+    result = finetune(replace(config, train=replace(config.train, system_metrics=True, epochs=3)), register=False)
+    metrics = store["client"].get_run(result.run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in metrics and "system/system_memory_usage_megabytes" in metrics
+    plain = finetune(config, register=False)
+    assert not any(k.startswith("system/") for k in store["client"].get_run(plain.run_id).data.metrics)
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else real_find_spec(name, *a))
+    with pytest.raises(EcgtlError, match=r"system metrics need psutil: pip install 'ecgtl\[system\]'"):
+        tracking.check_system_metrics()
 
 
 def test_failed_run_is_marked_failed_and_registers_nothing(store, monkeypatch):
