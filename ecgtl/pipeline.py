@@ -142,6 +142,13 @@ class InputPipeline:
         Randomness comes from `default_rng([seed, epoch])`: an epoch's batches are the same whether or not the
         run was resumed.
         """
+        for views, labels in self.train_views(split, rows, batch_size, seed, epoch, n_views=1):
+            yield views[0], labels
+
+    def train_views(self, split, rows: np.ndarray, batch_size: int, seed: int, epoch: int, n_views: int = 2
+                    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Like `train_batches`, with `n_views` independent random crops of every record in a batch (the views
+        a contrastive objective compares); one view draws exactly what `train_batches` draws."""
         rng = np.random.default_rng([seed, epoch])
         order = rng.permutation(rows)
         lengths = valid_lengths(split)
@@ -150,11 +157,13 @@ class InputPipeline:
             batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
             signals = self.records(np.asarray(split.signals[batch_rows]), lengths[batch_rows])
             room = np.maximum(lengths[batch_rows] - crop, 0)
-            offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
-            positions = np.clip(offsets[:, None] + np.arange(crop)[None, :], 0, signals.shape[-1] - 1)
-            windows = np.take_along_axis(signals, positions[:, None, :].repeat(signals.shape[1], axis=1), axis=-1)
-            yield (torch.from_numpy(self.inputs(windows)),
-                   torch.from_numpy(split.labels[batch_rows].astype(np.float32)))
+            views = []
+            for _ in range(n_views):
+                offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
+                positions = np.clip(offsets[:, None] + np.arange(crop)[None, :], 0, signals.shape[-1] - 1)
+                windows = np.take_along_axis(signals, positions[:, None, :].repeat(signals.shape[1], axis=1), axis=-1)
+                views.append(torch.from_numpy(self.inputs(windows)))
+            yield views, torch.from_numpy(split.labels[batch_rows].astype(np.float32))
 
     # ------------------------------------------------------------------------------------------- inference
     @torch.inference_mode()

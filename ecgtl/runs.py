@@ -8,6 +8,7 @@
 | `ecgtl.source`, `ecgtl.target` | short dataset names (`ptbxl`, `g12ec`, a folder name) |
 | `ecgtl.label_set`, `ecgtl.fs`, `ecgtl.fraction`, `ecgtl.seed`, `ecgtl.schedule` | the run's data and training |
 | `ecgtl.leads`, `ecgtl.domain` | the input pipeline (`all12`/`limb6`/`I,II`..., `time`/`fft_abs`...) |
+| `ecgtl.objective` | pretrain runs and their versions: `supervised` or `contrastive` |
 | `ecgtl.config_hash` | the reuse key of the run's config (`config.reuse_key`) |
 | `ecgtl.axis.<name>` | the value of an ablation axis on a cell's run (`ecgtl.axis.target_fraction` = `0.1`) |
 | `ecgtl.parent` | the ablation or study run a cell or trial belongs to |
@@ -28,7 +29,7 @@ from collections.abc import Mapping
 TAG = "ecgtl."
 STAGE, INIT, SOURCE, TARGET = "ecgtl.stage", "ecgtl.init", "ecgtl.source", "ecgtl.target"
 LABEL_SET, FS, FRACTION, SEED, SCHEDULE = "ecgtl.label_set", "ecgtl.fs", "ecgtl.fraction", "ecgtl.seed", "ecgtl.schedule"
-LEADS, DOMAIN = "ecgtl.leads", "ecgtl.domain"
+LEADS, DOMAIN, OBJECTIVE = "ecgtl.leads", "ecgtl.domain", "ecgtl.objective"
 CONFIG_HASH, PARENT = "ecgtl.config_hash", "ecgtl.parent"
 MODEL_URI, PRETRAINED_URI, ERROR = "ecgtl.model_uri", "ecgtl.pretrained_uri", "ecgtl.error"
 CALIBRATION, LEAK = "ecgtl.calibration", "ecgtl.leak"  # evaluate: stored or refit calibration; records seen

@@ -136,6 +136,37 @@ class SplitData:
         return len(self.labels)
 
 
+class ConcatenatedSignals:
+    """Rows of several [n_i, 12, samples] arrays read as one [sum n_i, 12, samples] (memmaps stay on disk: a
+    union of datasets costs no more memory than its largest batch)."""
+
+    def __init__(self, parts: Sequence[np.ndarray]) -> None:
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0, *(len(part) for part in self.parts)])
+        self.shape = (int(self.offsets[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = np.arange(*key.indices(len(self))) if isinstance(key, slice) else np.atleast_1d(np.asarray(key))
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for part in np.unique(part_of):
+            chosen = part_of == part
+            out[chosen] = self.parts[part][rows[chosen] - self.offsets[part]]
+        return out
+
+
+def concatenate_splits(splits: Sequence[SplitData]) -> SplitData:
+    """One split of several datasets' splits (same fs, length and classes), in the given order."""
+    if len(splits) == 1:
+        return splits[0]
+    return SplitData(ConcatenatedSignals([s.signals for s in splits]), np.concatenate([s.labels for s in splits]),
+                     pd.concat([s.index for s in splits], ignore_index=True))
+
+
 @dataclass
 class PreparedData:
     """A finished cache on disk."""

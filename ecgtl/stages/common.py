@@ -177,18 +177,20 @@ def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: 
     return report
 
 
-def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport, prepared: PreparedData,
+def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport | None, prepared: PreparedData,
                 rows: np.ndarray, *, extra: dict | None = None,
                 inherited: list[TrainingRecords] | None = None) -> str:
-    """Log the model (weights + pipeline + calibrator + thresholds + training records) as the run's pyfunc."""
+    """Log the model (weights + pipeline + calibrator + thresholds + training records) as the run's pyfunc.
+    Without a report (an encoder pretrained on data without labels) it has no calibrator and no thresholds."""
     config = prepared.manifest["config"]
     train = prepared.split("train")
     trained_on = TrainingRecords.of(config["spec"], dataset_identity(config["spec"]), int(config["split_seed"]),
                                     list(train.index["record_id"].iloc[np.sort(rows)]))
     info = BundleInfo(
         architecture=model.architecture, classes=list(prepared.classes), label_set=config["label_set"],
-        pipeline=pipeline.to_dict(), calibrator=report.calibrators[report.primary_calibration].to_dict(),
-        thresholds=report.thresholds.tolist(), extra=extra or {},
+        pipeline=pipeline.to_dict(),
+        calibrator=report.calibrators[report.primary_calibration].to_dict() if report is not None else None,
+        thresholds=report.thresholds.tolist() if report is not None else None, extra=extra or {},
         training=[t.to_dict() for t in [*(inherited or []), trained_on]],
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,30 +207,41 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
 def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data: DataConfig, train_config: TrainConfig,
                 run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
-                on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE) -> StageResult:
+                on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE,
+                fit_model: bool = True, version_tags: dict[str, str] | None = None) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
-    names the training phase in the timing table."""
+    names the training phase in the timing table. `fit_model=False` logs the model as it is (trained
+    elsewhere); without labels in the test split there is no report (and the bundle no calibrator)."""
     datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
                               inherited=inherited)
     with timing.phase("logging"):
         tracking.log_datasets(datasets)
     with timing.phase(stage):
         pipeline = fit_pipeline(data, train_config, prepared, rows)
-        fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
-                 on_epoch=on_epoch)
-    with timing.phase("evaluation"):
-        scores = score_step(model, pipeline, prepared)
-    report = report_step(scores, prepared, n_bootstrap, train_config.seed)
+        if fit_model:
+            fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
+                     on_epoch=on_epoch)
+    labelled = bool(prepared.split("test").labels.any() and prepared.split("val").labels.any())
+    report = None
+    if labelled:
+        with timing.phase("evaluation"):
+            scores = score_step(model, pipeline, prepared)
+        report = report_step(scores, prepared, n_bootstrap, train_config.seed)
+    else:
+        print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
+              "without an evaluation report", file=sys.stderr)
     with timing.phase("logging"):
         model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
         card = model_card.render(model_card.ModelFacts(
             registered_name=registered_name or "(not registered)", architecture=model.architecture, stage=stage,
             run_id=run_id, classes=tuple(prepared.classes), label_set=prepared.manifest["config"]["label_set"],
-            input_contract=pipeline.describe(), datasets=tuple(datasets), metrics=report.metrics,
-            thresholds=tuple(float(v) for v in report.thresholds), primary_calibration=report.primary_calibration,
+            input_contract=pipeline.describe(), datasets=tuple(datasets), metrics=report.metrics if report else {},
+            thresholds=tuple(float(v) for v in report.thresholds) if report else (0.5,) * len(prepared.classes),
+            primary_calibration=report.primary_calibration if report else "none",
             champion_if_first=champion_if_first))
         tracking.log_text(card, model_card.CARD_FILE)
         version = tracking.register(model_uri, registered_name, champion_if_first, description=card,
-                                    tags=model_card.dataset_tags(datasets)) if registered_name else None
+                                    tags={**model_card.dataset_tags(datasets), **(version_tags or {})}
+                                    ) if registered_name else None
     discard_checkpoint(run_id)
-    return StageResult(run_id, model_uri, version, report.metrics)
+    return StageResult(run_id, model_uri, version, report.metrics if report else {})

@@ -56,21 +56,47 @@ REGISTERED_PRETRAINED = "ecgtl-pretrained"
 N_BOOTSTRAP_RANGE = Range(1, 100_000)
 
 
+OBJECTIVES = ("supervised", "contrastive")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
+    """`objective=supervised` trains the whole model on the source's labels; `contrastive` trains the encoder
+    (every layer group but the head) without labels (`training/objectives.py`), on `data.spec` and the
+    comma-separated `extra_specs` (read at the same fs and length), then fits the head alone on `data.spec`'s
+    labels for `probe_epochs` (none when it has no labels) so the registered model has a test report."""
+
     data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
     model: str = "xresnet1d50"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-2))
     n_bootstrap: int = 1000
+    objective: str = "supervised"
+    extra_specs: str = ""  # contrastive: more unlabelled data, `cinc:/data/a,cinc:/data/b`
+    probe_every: int = 1  # contrastive: the validation linear-probe AUC every k epochs (0: never)
+    probe_epochs: int = 3  # contrastive: epochs of the head alone on the labels afterwards
+    temperature: float = 0.1  # contrastive: of the NT-Xent loss
 
-    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
+    RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "probe_every": Range(0, 100_000),
+                                          "probe_epochs": Range(0, 100_000),
+                                          "temperature": Range(0, 10, low_open=True)}
 
     def validate(self) -> PretrainConfig:
+        if self.objective not in OBJECTIVES:
+            raise EcgtlError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.extra_specs and self.objective == "supervised":
+            raise EcgtlError("extra_specs adds unlabelled data: it needs objective=contrastive")
+        for spec in filter(None, (s.strip() for s in self.extra_specs.split(","))):
+            parse_spec(spec)
         return validate_parts(self)
 
 
 DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
-REGISTERED = {"pretrained": "ecgtl-finetuned", "scratch": "ecgtl-scratch"}
+# init -> the registered model its runs become. linear_probe: the pretrained encoder frozen, a new head trained;
+# random_frozen: the same with a randomly initialised encoder (the baseline a pretraining must beat).
+REGISTERED = {"pretrained": "ecgtl-finetuned", "scratch": "ecgtl-scratch", "linear_probe": "ecgtl-finetuned",
+              "random_frozen": "ecgtl-scratch"}
+FROZEN_INITS = ("linear_probe", "random_frozen")  # the encoder never trains: schedule `frozen`
+PRETRAINED_INITS = ("pretrained", "linear_probe")  # start from a pretrained encoder
 DEFAULT_SCRATCH_MODEL = "xresnet1d50"
 
 
@@ -91,7 +117,7 @@ class FinetuneConfig:
 
     def validate(self) -> FinetuneConfig:
         if self.init not in REGISTERED:
-            raise EcgtlError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
+            raise EcgtlError(f"init must be one of {', '.join(REGISTERED)}, got {self.init!r}")
         if self.head not in ("new", "reuse"):
             raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
         return validate_parts(self)
@@ -160,7 +186,7 @@ class PromoteConfig:
 
 AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
 SOURCE_AXES = ("source_fraction", "fs", "domain", "leads")
-INITS = ("pretrained", "scratch")
+INITS = ("pretrained", "scratch")  # the default init axis; linear_probe and random_frozen on request
 AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12"}
 
 PRESETS: dict[str, dict[str, tuple]] = {

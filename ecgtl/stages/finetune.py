@@ -27,12 +27,15 @@ from ecgtl.stages.common import StageResult, load_data, run_name, stage_tags, tr
 from ecgtl.stages.configs import (
     DEFAULT_PRETRAINED,
     DEFAULT_SCRATCH_MODEL,
+    FROZEN_INITS,
+    PRETRAINED_INITS,
     REGISTERED,
     DataConfig,
     FinetuneConfig,
     PretrainConfig,
 )
 from ecgtl.stages.pretrain import pretrain
+from ecgtl.training.config import TrainConfig
 
 
 def scratch_config(config: FinetuneConfig) -> FinetuneConfig:
@@ -40,6 +43,14 @@ def scratch_config(config: FinetuneConfig) -> FinetuneConfig:
     architecture is named (empty means DEFAULT_SCRATCH_MODEL), so both spellings share one reuse key."""
     return replace(config, init="scratch", model=config.model or DEFAULT_SCRATCH_MODEL,
                    train=replace(config.train, schedule="full", decay=1.0))
+
+
+def effective_train(config: FinetuneConfig) -> TrainConfig:
+    """The training a run does: its `train`, except that the frozen baselines (linear_probe, random_frozen) train
+    the head alone at every epoch with the encoder's BatchNorm statistics fixed."""
+    if config.init in FROZEN_INITS:
+        return replace(config.train, schedule="frozen", frozen_bn="eval")
+    return config.train
 
 
 def default_fallback_pretrain(config: FinetuneConfig) -> PretrainConfig:
@@ -74,7 +85,7 @@ def starting_point(config: FinetuneConfig, prepared, folder: Path,
                    fallback_pretrain: PretrainConfig | None = None) -> StartingPoint:
     """The initial model of a run: the pretrained bundle with a new head (or its own head, `head=reuse`, when
     the classes agree), or a randomly initialised model (`init=scratch`). Seeds torch for the new parts."""
-    if config.init == "scratch":
+    if config.init not in PRETRAINED_INITS:  # scratch, random_frozen
         torch.manual_seed(config.train.seed)
         architecture = config.model or DEFAULT_SCRATCH_MODEL
         model = create_model(architecture, len(prepared.classes), n_leads=len(parse_leads(config.data.leads)))
@@ -108,7 +119,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
     tracking.configure()
     if not nested and parent_run_id is None:
         timing.reset()
-    stage = runs.FINETUNE if config.init == "pretrained" else runs.SCRATCH
+    stage = runs.FINETUNE if config.init in PRETRAINED_INITS else runs.SCRATCH
     prepared, rows = load_data(config.data, config.train.seed)
     target = parse_spec(config.data.spec).short_name
     tags = stage_tags(stage, config.init, "none", target, config.data, config.train, config, axes)
@@ -117,11 +128,11 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
             tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
                                system_metrics=config.train.system_metrics, parent_run_id=parent_run_id) as run_id:
         start = starting_point(config, prepared, Path(tmp), fallback_pretrain)
-        if config.init == "pretrained":
+        if config.init in PRETRAINED_INITS:
             tracking.set_tags({runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,
                                runs.MLFLOW_RUN_NAME: run_name(stage, start.architecture, config.data, config.train.seed,
                                                               axes)})
-        result = train_model(start.model, prepared, rows, config.data, config.train, run_id,
+        result = train_model(start.model, prepared, rows, config.data, effective_train(config), run_id,
                              registered_name=REGISTERED[config.init] if register else None,
                              n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
                              extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},

@@ -9,7 +9,7 @@ from ecgtl.config import SEED_RANGE, Range, check_numbers
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import AGGREGATIONS
 
-SCHEDULES = ("full", "two_stage", "gradual", "chain_thaw")
+SCHEDULES = ("full", "two_stage", "gradual", "chain_thaw", "frozen")
 
 
 @dataclass(frozen=True)

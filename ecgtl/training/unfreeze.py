@@ -6,7 +6,9 @@ One mechanism, several policies: a schedule says which layer groups are trainabl
 - `gradual` (ULMFiT, Howard & Ruder 2018): the head, then g more groups (from the top; g = 1 by default)
   every k epochs, until everything is trainable;
 - `chain_thaw` (Felbo et al. 2017): the head alone, then each other group alone from the first, k epochs
-  each, then everything.
+  each, then everything;
+- `frozen`: the head alone at every epoch (the linear-probe and frozen-random-encoder baselines; with
+  `frozen_bn=eval` the encoder's BatchNorm statistics stay as they were, so the encoder is bit for bit unchanged).
 Discriminative learning rates (ULMFiT): group i gets lr / decay ** (distance from the head); the head's lr can
 be multiplied further (`head_lr_mult`, 1 by default).
 """
@@ -32,6 +34,8 @@ def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: i
     everything = [True] * n_groups
     if schedule == "full":
         return everything
+    if schedule == "frozen":
+        return [False] * (n_groups - 1) + [True]
     if schedule == "two_stage":
         return everything if stage >= 1 else [False] * (n_groups - 1) + [True]
     if schedule == "gradual":

@@ -30,6 +30,10 @@ def test_chain_thaw_trains_each_group_alone_then_all():
     assert schedule_timeline("chain_thaw", 3, 5) == [[F, F, T], [T, F, F], [F, T, F], [T, T, T], [T, T, T]]
 
 
+def test_frozen_trains_only_the_head_at_every_epoch():
+    assert schedule_timeline("frozen", 3, 3, epochs_per_stage=2) == [[F, F, T], [F, F, T], [F, F, T]]
+
+
 def test_unknown_schedule():
     with pytest.raises(EcgtlError, match="unknown schedule"):
         trainable_mask("sometimes", 3, 0)

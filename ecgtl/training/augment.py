@@ -1,0 +1,50 @@
+"""ECG augmentations for contrastive pretraining, on model inputs [batch, leads, samples] (standardised, time
+domain), each drawn per record from one `torch.Generator` (reproducible from the run's seed and epoch).
+
+The set follows Mehari & Strodthoff 2022 (Self-supervised representation learning from 12-lead ECG data; their
+SimCLR transformations) with mild strengths, so that two views of a record stay the same ECG: amplitude scaling,
+Gaussian noise, baseline wander, lead masking and time masking. Random crops (the other half of a view's
+difference) come from `InputPipeline.train_views`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Augmentations:
+    scale: tuple[float, float] = (0.6, 1.4)  # amplitude factor per record and lead
+    noise_sd: float = 0.05  # Gaussian noise, in units of the standardised input
+    wander: float = 0.2  # peak baseline wander (0.05-0.5 Hz sinusoid), same units
+    lead_mask_p: float = 0.2  # each lead zeroed with this probability (at least one lead kept)
+    time_mask: float = 0.1  # fraction of the window zeroed at a random position (all leads)
+
+
+def augment(x: torch.Tensor, fs: float, generator: torch.Generator, config: Augmentations = Augmentations()
+            ) -> torch.Tensor:
+    """One random view of every record of `x` [batch, leads, samples]; `x` itself is not changed."""
+    batch, leads, samples = x.shape
+    def uniform(*shape):
+        return torch.rand(*shape, generator=generator)
+
+    low, high = config.scale
+    out = x * (low + (high - low) * uniform(batch, leads, 1))
+    out = out + config.noise_sd * torch.randn(batch, leads, samples, generator=generator)
+    t = torch.arange(samples, dtype=torch.float32) / fs
+    frequency = 0.05 + 0.45 * uniform(batch, 1, 1)
+    phase = 2 * math.pi * uniform(batch, 1, 1)
+    out = out + config.wander * uniform(batch, 1, 1) * torch.sin(2 * math.pi * frequency * t + phase)
+    keep = uniform(batch, leads, 1) >= config.lead_mask_p
+    keep[keep.sum(dim=1).squeeze(-1) == 0, 0] = True  # never a view without any lead
+    out = out * keep
+    width = int(round(config.time_mask * samples))
+    if width:
+        starts = (uniform(batch) * (samples - width + 1)).long()
+        positions = torch.arange(samples)[None, :]
+        masked = (positions >= starts[:, None]) & (positions < starts[:, None] + width)
+        out = out.masked_fill(masked[:, None, :], 0.0)
+    return out

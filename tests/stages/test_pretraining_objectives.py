@@ -1,0 +1,103 @@
+"""Self-supervised pretraining through the stages: a contrastive encoder learnt on a labelled spec plus an
+unlabelled CinC folder (no #Dx), registered with its objective; fine-tuned with every schedule; the frozen
+baselines; an unlabelled source alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import digital_ecg, use_mlflow_store, write_cinc
+
+from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig
+from ecgtl.stages.finetune import finetune
+from ecgtl.stages.pretrain import pretrain
+from ecgtl.training.config import SCHEDULES, TrainConfig
+
+TARGET = "synthetic:g12ec?n=80&seed=5"
+
+
+def _unlabelled_folder(root):
+    for i in range(30):
+        write_cinc(root / "u", f"U{i + 1:05d}", digital_ecg(seed=100 + i), dx=None)
+    return root
+
+
+def _contrastive(spec="synthetic:ptbxl?n=80&seed=5", **changes) -> PretrainConfig:
+    return PretrainConfig(data=DataConfig(spec=spec), model="xresnet1d18", objective="contrastive",
+                          train=TrainConfig(epochs=2, batch_size=16, lr=3e-3), n_bootstrap=20, probe_epochs=1,
+                          **changes)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("ssl")
+    with pytest.MonkeyPatch.context() as patch:
+        use_mlflow_store(patch, folder, "ssl-test", cache=True)
+        unlabelled = _unlabelled_folder(folder / "unlabelled")
+        result = pretrain(_contrastive(extra_specs=f"cinc:{unlabelled}"))
+        yield {"client": mlflow.MlflowClient(), "pretrained": result, "unlabelled": unlabelled, "folder": folder}
+
+
+def test_a_contrastive_pretraining_uses_unlabelled_records_and_is_registered_with_its_objective(store):
+    client, result = store["client"], store["pretrained"]
+    run = client.get_run(result.run_id)
+    assert run.data.tags["ecgtl.objective"] == "contrastive" and run.data.params["objective"] == "contrastive"
+    assert [m.step for m in client.get_metric_history(result.run_id, "ssl_loss")] == [0, 1]
+    n_labelled = run.data.metrics["n_train_records"]
+    assert run.data.metrics["n_ssl_records"] > n_labelled  # the unlabelled folder's training split too
+    assert "val_probe_macro_auc" in run.data.metrics and "test_macro_auc" in run.data.metrics
+    version = client.get_model_version_by_alias("ecgtl-pretrained", "champion")
+    assert version.tags["ecgtl.objective"] == "contrastive"
+
+
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "frozen"])
+def test_finetune_works_from_a_contrastive_encoder_with_every_schedule(store, schedule):
+    result = finetune(FinetuneConfig(data=DataConfig(spec=TARGET), pretrained=store["pretrained"].model_uri,
+                                     train=TrainConfig(epochs=2, batch_size=16, schedule=schedule), n_bootstrap=20),
+                      register=False)
+    assert 0 <= result.metrics["test_macro_auc"] <= 1
+
+
+@pytest.mark.parametrize("init", ["linear_probe", "random_frozen"])
+def test_the_frozen_baselines_train_only_a_new_head(store, init, tmp_path):
+    from ecgtl import tracking
+    from ecgtl.inference import load_bundle
+    from ecgtl.models import create_model
+
+    config = FinetuneConfig(data=DataConfig(spec=TARGET), init=init, pretrained=store["pretrained"].model_uri,
+                            model="" if init == "linear_probe" else "xresnet1d18",
+                            train=TrainConfig(epochs=2, batch_size=16, seed=3), n_bootstrap=20)
+    result = finetune(config, register=False)
+    tuned, _ = load_bundle(tracking.download_model(result.model_uri, tmp_path / "tuned"))
+    if init == "linear_probe":
+        start, _ = load_bundle(tracking.download_model(store["pretrained"].model_uri, tmp_path / "start"))
+    else:
+        torch.manual_seed(3)
+        start = create_model("xresnet1d18", 18)
+    for key, value in start.body.state_dict().items():
+        assert torch.equal(value, tuned.body.state_dict()[key]), key  # bit for bit, BatchNorm statistics too
+    run = store["client"].get_run(result.run_id)
+    assert run.data.tags["ecgtl.init"] == init
+    assert run.data.tags["ecgtl.stage"] == ("finetune" if init == "linear_probe" else "scratch")
+    trainable = [m.value for m in store["client"].get_metric_history(result.run_id, "trainable_params")]
+    assert trainable == [trainable[0]] * 2 and trainable[0] < sum(p.numel() for p in tuned.parameters()) / 10
+
+
+def test_an_unlabelled_source_alone_gives_an_encoder_without_a_report(store):
+    result = pretrain(_contrastive(spec=f"cinc:{store['unlabelled']}", probe_every=1), register=False)
+    run = store["client"].get_run(result.run_id)
+    assert "ssl_loss" in run.data.metrics and "test_macro_auc" not in run.data.metrics
+    tuned = finetune(FinetuneConfig(data=DataConfig(spec=TARGET), pretrained=result.model_uri,
+                                    train=TrainConfig(epochs=1, batch_size=16), n_bootstrap=20), register=False)
+    assert "test_macro_auc" in tuned.metrics
+
+
+def test_contrastive_refuses_frequency_inputs_and_extra_specs_need_it():
+    from ecgtl.errors import EcgtlError
+
+    with pytest.raises(EcgtlError, match="extra_specs adds unlabelled data: it needs objective=contrastive"):
+        PretrainConfig(extra_specs="cinc:/x").validate()
+    with pytest.raises(EcgtlError, match="objective must be one of supervised, contrastive"):
+        PretrainConfig(objective="jepa").validate()
