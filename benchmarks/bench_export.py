@@ -17,11 +17,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _store import use_out_folder  # noqa: E402
+from bench_inference import best_of  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,16 +53,6 @@ def _bundle_uri(folder: Path) -> str:
                                   metadata={})
 
 
-def _best(function, repeats: int = 3) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def inference(records: int, out: Path) -> None:
     from ecgtl import tracking
     from ecgtl.export import export
@@ -74,8 +65,8 @@ def inference(records: int, out: Path) -> None:
         predictor = Predictor(tracking.download_model(uri, Path(tmp)))
     runner = OnnxPipeline(out / "onnx")
     signals = np.random.default_rng(1).normal(0, 0.3, (records, 12, 1000)).astype(np.float32)
-    torch_s = _best(lambda: predictor.predict_proba(signals))
-    onnx_s = _best(lambda: runner.predict(signals))
+    torch_s = best_of(lambda: predictor.predict_proba(signals))
+    onnx_s = best_of(lambda: runner.predict(signals))
     difference = float(np.abs(predictor.predict_proba(signals) - runner.predict(signals)[0]).max())
     print(f"inference, {records} records of 10 s, XResNet1d50, {os.cpu_count()} cores")
     print(f"  torch pipeline      {records / torch_s:8.1f} records/s")
@@ -108,10 +99,6 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, default=256)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/export"))
     args = parser.parse_args()
-    args.out = args.out.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
-    os.chdir(args.out)  # MLflow's sqlite store writes artifacts relative to the working folder
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.out / 'mlflow.db'}")
-    os.environ.setdefault("ECGTL_CACHE_DIR", str(args.out / "cache"))
+    args.out = use_out_folder(args.out)
     inference(args.records, args.out)
     system_metrics()

@@ -85,7 +85,7 @@ def run_name(stage: str, architecture: str, target: str, fraction: float, seed: 
     return name
 
 
-_AXIS_SHORT = {"source_fraction": "sf", "fs": "fs", "domain": "", "leads": ""}
+_AXIS_SHORT = {"source_fraction": "sf", "fs": "fs", "domain": "", "leads": "", "objective": ""}
 
 
 def axis_short(axis: str) -> str:

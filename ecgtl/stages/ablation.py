@@ -44,11 +44,14 @@ from ecgtl.stages.common import StageResult
 from ecgtl.stages.configs import (
     AXES,
     AXIS_DEFAULTS,
+    EXTRA_PRESETS,
     INITS,
+    OBJECTIVES,
     PRESETS,
+    PRETRAINED_INITS,
+    REGISTERED,
     SOURCE_AXES,
     AblationConfig,
-    DataConfig,
     FinetuneConfig,
     PretrainConfig,
     Sizing,
@@ -56,7 +59,6 @@ from ecgtl.stages.configs import (
 from ecgtl.stages.finetune import finetune, scratch_config
 from ecgtl.stages.pretrain import pretrain
 from ecgtl.stages.reuse import pretrained_uri, reuse_or_run
-from ecgtl.training.config import TrainConfig
 
 STAGE = runs.ABLATION
 
@@ -74,8 +76,12 @@ def _axis_value(axis: str, text: str):
             raise EcgtlError(f"axis {axis}: values must be {what}{allowed.describe()}, got {text}")
         return int(value) if axis == "seed" else value
     if axis == "init":
-        if text not in INITS:
-            raise EcgtlError(f"init values are {', '.join(INITS)}, got {text!r}")
+        if text not in REGISTERED:
+            raise EcgtlError(f"init values are {', '.join(REGISTERED)}, got {text!r}")
+        return text
+    if axis == "objective":
+        if text not in OBJECTIVES:
+            raise EcgtlError(f"objective values are {', '.join(OBJECTIVES)}, got {text!r}")
         return text
     if axis == "domain":
         if text not in DOMAINS:
@@ -125,7 +131,7 @@ def grids(config: AblationConfig) -> list[dict[str, tuple]]:
     elif config.preset == "custom":
         chosen = [{}]
     else:
-        chosen = [dict(PRESETS[config.preset])]
+        chosen = [dict({**PRESETS, **EXTRA_PRESETS}[config.preset])]
     overrides = parse_axes(config.axes)
     return [{**grid, **overrides} for grid in chosen]
 
@@ -140,7 +146,7 @@ class Cell:
 
     @property
     def stage(self) -> str:
-        return runs.FINETUNE if self.finetune.init == "pretrained" else runs.SCRATCH
+        return runs.FINETUNE if self.finetune.init in PRETRAINED_INITS else runs.SCRATCH
 
 
 def _source_spec(spec: str, fs: float) -> str:
@@ -152,7 +158,7 @@ def _source_spec(spec: str, fs: float) -> str:
 
 
 def expand(config: AblationConfig) -> list[Cell]:
-    """Every cell of every grid, each once (scratch cells do not depend on source axes)."""
+    """Every cell of every grid, each once (scratch and random_frozen cells do not depend on source axes)."""
     size = config.sizing()
     cells: dict[str, Cell] = {}
     for grid in grids(config):
@@ -161,8 +167,8 @@ def expand(config: AblationConfig) -> list[Cell]:
         values["seed"] = grid.get("seed", tuple(range(config.seeds)))
         for combination in itertools.product(*(values[axis] for axis in AXES)):
             axes = dict(zip(AXES, combination, strict=True))
-            if axes["init"] == "scratch":
-                axes["source_fraction"] = None
+            if axes["init"] not in PRETRAINED_INITS:
+                axes.update({axis: None for axis in ("source_fraction", "objective")})
             key = json.dumps(axes, sort_keys=True, default=str)
             if key not in cells:
                 cells[key] = _cell(axes, size)
@@ -170,22 +176,28 @@ def expand(config: AblationConfig) -> list[Cell]:
 
 
 def _cell(axes: dict, size: Sizing) -> Cell:
+    """A cell's configs: the stage defaults with the sizing and the cell's axes (nothing retyped)."""
     fs, leads, domain = float(axes["fs"]), axes["leads"], axes["domain"]
+    inputs = {"fs": fs, "leads": leads, "domain": domain, "label_set": size.label_set, "scaling": size.scaling}
     pre = None
-    if axes["init"] == "pretrained":
-        pre = PretrainConfig(
-            data=DataConfig(spec=_source_spec(size.source, fs), fs=fs, fraction=float(axes["source_fraction"]),
-                            leads=leads, domain=domain, label_set=size.label_set, scaling=size.scaling),
-            model=size.model, train=TrainConfig(epochs=size.pretrain_epochs, batch_size=size.batch_size, lr=1e-2),
-            n_bootstrap=size.n_bootstrap)
-    tuned = FinetuneConfig(
-        data=DataConfig(spec=size.target, fs=fs, fraction=float(axes["target_fraction"]), leads=leads, domain=domain,
-                        label_set=size.label_set, scaling=size.scaling),
-        init="pretrained", pretrained="", model=size.model,
-        train=TrainConfig(epochs=size.finetune_epochs, batch_size=size.batch_size, lr=1e-2, schedule="gradual",
-                          epochs_per_stage=1, decay=2.6, seed=int(axes["seed"])),
-        n_bootstrap=size.n_bootstrap)
-    return Cell(axes, tuned if pre else scratch_config(tuned), pre)
+    if axes["init"] in PRETRAINED_INITS:
+        base = PretrainConfig()
+        pre = replace(base, data=replace(base.data, spec=_source_spec(size.source, fs),
+                                         fraction=float(axes["source_fraction"]), **inputs),
+                      model=size.model, train=replace(base.train, epochs=size.pretrain_epochs,
+                                                      batch_size=size.batch_size),
+                      n_bootstrap=size.n_bootstrap, objective=axes.get("objective") or base.objective,
+                      probe_epochs=size.probe_epochs)
+    base = FinetuneConfig()
+    tuned = replace(base, data=replace(base.data, spec=size.target, fraction=float(axes["target_fraction"]), **inputs),
+                    init=axes["init"], pretrained="", model=size.model,
+                    train=replace(base.train, epochs=size.finetune_epochs, batch_size=size.batch_size,
+                                  seed=int(axes["seed"])), n_bootstrap=size.n_bootstrap)
+    if axes["init"] == "scratch":
+        tuned = scratch_config(tuned)
+    elif axes["init"] == "random_frozen":
+        tuned = replace(scratch_config(tuned), init="random_frozen")
+    return Cell(axes, tuned, pre)
 
 
 # ------------------------------------------------------------------------------------------------ tasks

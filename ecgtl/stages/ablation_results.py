@@ -33,6 +33,7 @@ from ecgtl.evaluation.calibration import calibrated_probabilities, make_calibrat
 from ecgtl.evaluation.figures import PALETTE, reliability_figure
 from ecgtl.evaluation.metrics import bootstrap_over_seeds
 from ecgtl.plotting import figures_to_html, save_figure
+from ecgtl.stages.configs import PRETRAINED_INITS, SOURCE_AXES
 from ecgtl.stages.reuse import finished_run, pretrained_uri
 
 NUMERIC_AXES = ("target_fraction", "source_fraction", "fs")
@@ -60,7 +61,7 @@ def collect(cells, outcomes) -> dict:
             key = reuse_key(cell.pretrain)
             if key not in pretraining:
                 found = finished_run(runs.PRETRAIN, cell.pretrain)
-                source_axes = {a: cell.axes[a] for a in ("source_fraction", "fs", "domain", "leads")}
+                source_axes = {a: cell.axes.get(a) for a in SOURCE_AXES}
                 pretraining[key] = {**source_axes, "run_id": found,
                                     "source_test_macro_auc": tracking.run_info(found)[1].get("test_macro_auc")
                                     if found else None}
@@ -84,7 +85,7 @@ def varying_axes(frame: pd.DataFrame) -> list[str]:
 
 
 def _group_axes(frame: pd.DataFrame, *, without: tuple[str, ...]) -> list[str]:
-    return [a for a in ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
+    return [a for a in ("target_fraction", "source_fraction", "fs", "domain", "leads", "objective", "init", "seed")
             if a in frame and a not in without]
 
 
@@ -113,33 +114,100 @@ def aggregate(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataFrame:
-    """Per cell: pretrained - scratch on the same test records, over the seeds both have."""
-    done = frame[frame["status"] == "finished"]
-    if done.empty or set(done["init"]) != {"pretrained", "scratch"}:
-        return pd.DataFrame()
-    target_keys = [a for a in ("target_fraction", "fs", "domain", "leads") if a in done]
-    scratch = done[done["init"] == "scratch"].set_index([*target_keys, "seed"])["run_id"]
+TARGET_KEYS = ("target_fraction", "fs", "domain", "leads")
+
+
+def _paired_rows(chosen: pd.DataFrame, reference: pd.Series, keys: list[str], match: list[str],
+                 predictions: dict, n_resamples: int, label: dict) -> list[dict]:
+    """Per group of `chosen` (by `keys`), its difference from the `reference` run of the same `match` values
+    and seed, on the same test records, over the seeds both have."""
     rows = []
-    source_keys = [*target_keys, "source_fraction"]
-    for values, group in done[done["init"] == "pretrained"].groupby(source_keys, dropna=False):
-        pairs = [(r, scratch.get((*values[:-1], s))) for r, s in zip(group["run_id"], group["seed"], strict=True)]
+    for values, group in chosen.groupby(keys, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        by_key = dict(zip(keys, values, strict=True))
+        pairs = [(r, reference.get((*(by_key[k] for k in match), s)))
+                 for r, s in zip(group["run_id"], group["seed"], strict=True)]
         pairs = [(a, b) for a, b in pairs if b is not None]
         if not pairs:
             continue
-        labels = [predictions[a]["test"]["labels"] for a, _ in pairs]
         if any(list(predictions[a]["test"]["record_ids"]) != list(predictions[b]["test"]["record_ids"]) for a, b in pairs):
-            raise EcgtlError("pretrained and scratch cells were scored on different test records")
-        row = dict(zip(source_keys, values, strict=True))
+            raise EcgtlError("paired cells were scored on different test records")
+        row = {**by_key, **label}
         try:
-            summary = bootstrap_over_seeds(labels, [predictions[a]["test"]["logits"] for a, _ in pairs],
+            summary = bootstrap_over_seeds([predictions[a]["test"]["labels"] for a, _ in pairs],
+                                           [predictions[a]["test"]["logits"] for a, _ in pairs],
                                            [predictions[b]["test"]["logits"] for _, b in pairs], n_resamples=n_resamples)
             row.update(n_seeds=summary.n_seeds, diff=summary.estimate, diff_ci_low=summary.low,
                        diff_ci_high=summary.high, p_value=summary.p_value)
         except EvaluationError as exc:
             row.update(n_seeds=len(pairs), diff=float("nan"), note=str(exc))
         rows.append(row)
+    return rows
+
+
+def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataFrame:
+    """Paired differences on the same test records (same data, split, seed), averaged over seeds with a CI that
+    resamples seeds and records: every init against `scratch` (`reference` = scratch), and, where objectives
+    vary, each self-supervised objective against supervised pretraining at the same init (`reference` =
+    supervised). Columns: the cell's axes, init, reference, n_seeds, diff, diff_ci_low/high, p_value."""
+    done = frame[frame["status"] == "finished"]
+    if done.empty or "scratch" not in set(done["init"]):
+        return pd.DataFrame()
+    target_keys = [a for a in TARGET_KEYS if a in done]
+    source_keys = [a for a in (*target_keys, "source_fraction", "objective") if a in done]
+    scratch = done[done["init"] == "scratch"].set_index([*target_keys, "seed"])["run_id"]
+    rows = []
+    for init in [i for i in dict.fromkeys(done["init"]) if i != "scratch"]:
+        part = done[done["init"] == init]
+        keys = source_keys if init in PRETRAINED_INITS else target_keys
+        rows += _paired_rows(part, scratch, keys, target_keys, predictions, n_resamples,
+                             {"init": init, "reference": "scratch"})
+    if "objective" in done and done["objective"].dropna().nunique() > 1:
+        pretrained = done[done["init"].isin(PRETRAINED_INITS)]
+        match = [*target_keys, "source_fraction", "init"]
+        supervised = pretrained[pretrained["objective"] == "supervised"].set_index([*match, "seed"])["run_id"]
+        for objective in [o for o in dict.fromkeys(pretrained["objective"]) if o != "supervised"]:
+            part = pretrained[pretrained["objective"] == objective]
+            rows += [{**row, "objective": objective} for row in _paired_rows(
+                part, supervised, match, match, predictions, n_resamples,
+                {"reference": "supervised"})]
     return pd.DataFrame(rows)
+
+
+def classic_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The seed study's comparison: supervised pretraining (or no objective axis) fine-tuned vs scratch."""
+    keep = frame["init"].isin(["pretrained", "scratch"])
+    if "objective" in frame:
+        keep &= frame["objective"].isna() | (frame["objective"] == "supervised")
+    if "reference" in frame:
+        keep &= frame["reference"] == "scratch"
+    return frame[keep]
+
+
+def objectives_markdown(aggregated: pd.DataFrame, gains: pd.DataFrame) -> list[str]:
+    """Per target fraction: each objective and init, its AUC over seeds and its paired differences."""
+    if aggregated.empty or "objective" not in aggregated or aggregated["objective"].dropna().nunique() < 2:
+        return []
+    lines = ["", "## pretraining objectives and baselines", "",
+             "| target fraction | objective | init | AUC (mean ± sd) | − scratch [95% CI] | − supervised [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for fraction in sorted(aggregated["target_fraction"].dropna().unique(), reverse=True):
+        part = aggregated[aggregated["target_fraction"] == fraction]
+        for _, row in part.sort_values(["init", "objective"], na_position="last").iterrows():
+            match = (gains["target_fraction"] == fraction) & (gains["init"] == row["init"]) if not gains.empty else None
+
+            def gain(reference: str, row=row, match=match) -> str:
+                if match is None:
+                    return "–"
+                chosen = gains[match & (gains["reference"] == reference)]
+                if pd.notna(row.get("objective")):
+                    chosen = chosen[chosen["objective"] == row["objective"]]
+                return _gain(chosen)
+
+            objective = row["objective"] if pd.notna(row.get("objective")) else "–"
+            lines.append(f"| {fraction:g} | {objective} | {row['init']} | {_mean_sd(pd.DataFrame([row]))} | "
+                         f"{gain('scratch')} | {gain('supervised')} |")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -318,8 +386,13 @@ def log_results(results: dict, config) -> None:
     frame, predictions = results["cells"], results["predictions"]
     results["aggregate"] = aggregate(frame, predictions, n_resamples)
     results["paired"] = paired(frame, predictions, n_resamples)
-    results["figures"] = build_figures(frame, results["aggregate"], results["pretraining"], predictions)
-    results["summary"] = summary_markdown(frame, results["aggregate"], results["paired"], config.preset)
+    classic = {name: classic_view(results[name]) if not results[name].empty else results[name]
+               for name in ("aggregate", "paired")}
+    results["figures"] = build_figures(classic_view(frame), classic["aggregate"], results["pretraining"], predictions)
+    results["summary"] = summary_markdown(classic_view(frame), classic["aggregate"], classic["paired"], config.preset)
+    extra = objectives_markdown(results["aggregate"], results["paired"])
+    if extra:
+        results["summary"] += "\n".join(extra) + "\n"
     print(results["summary"], file=sys.stderr)
     tracking.log_epoch(0, {"cells": len(frame), "cells_finished": int((frame["status"] == "finished").sum())})
     with tempfile.TemporaryDirectory() as tmp:

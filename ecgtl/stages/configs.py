@@ -184,10 +184,11 @@ class PromoteConfig:
         return self
 
 
-AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "init", "seed")
-SOURCE_AXES = ("source_fraction", "fs", "domain", "leads")
-INITS = ("pretrained", "scratch")  # the default init axis; linear_probe and random_frozen on request
-AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12"}
+AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "objective", "init", "seed")
+SOURCE_AXES = ("source_fraction", "fs", "domain", "leads", "objective")
+INITS = ("pretrained", "scratch")  # the default init axis; any of REGISTERED (linear_probe, ...) on request
+AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12",
+                 "objective": "supervised"}
 
 PRESETS: dict[str, dict[str, tuple]] = {
     "exp1-target-fraction": {"target_fraction": (1.0, 0.5, 0.25, 0.1, 0.05)},
@@ -197,7 +198,13 @@ PRESETS: dict[str, dict[str, tuple]] = {
     "exp5-frequency-domain": {"domain": DOMAINS},
     "leads": {"leads": ("all12", "limb6", "precordial6", "I,II", "II", "V1")},
 }
-PRESET_NAMES = (*PRESETS, "all", "custom")
+# Beyond the seed study (not part of `all`): pretraining objective x init, with the frozen baselines.
+EXTRA_PRESETS: dict[str, dict[str, tuple]] = {
+    "pretraining-objectives": {"objective": OBJECTIVES, "init": ("pretrained", "linear_probe", "random_frozen",
+                                                                  "scratch"),
+                               "target_fraction": (1.0, 0.25, 0.1)},
+}
+PRESET_NAMES = (*PRESETS, *EXTRA_PRESETS, "all", "custom")
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,7 @@ class Sizing:
     n_bootstrap: int
     label_set: str = "shared18"  # classes both sides are trained on (source and target must both have them)
     scaling: str = "dataset"  # record: when source and target differ in amplitude convention
+    probe_epochs: int = PretrainConfig.probe_epochs
 
 
 FULL = Sizing("synthetic:ptbxl?n=3000&seed=0", "synthetic:g12ec?n=1500&seed=0", "xresnet1d50", 8, 10, 128, 1000)
@@ -235,13 +243,14 @@ class AblationConfig:
     n_bootstrap: int = 0
     label_set: str = "shared18"
     scaling: str = "dataset"  # record: standardise each record (e.g. a synthetic mV source, a standardised target)
+    probe_epochs: int = PretrainConfig.probe_epochs  # contrastive pretrainings: 0 never reads a source label
     jobs: int = 1
     storage: str = ""  # Optuna storage URL shared by workers on several machines
     study_name: str = ""
 
     RANGES: ClassVar[dict[str, Range]] = {
         "seeds": Range(1, 1000), "jobs": Range(1, 1024), "pretrain_epochs": Range(0, 100_000),
-        "finetune_epochs": Range(0, 100_000), "n_bootstrap": Range(0, 100_000)}
+        "finetune_epochs": Range(0, 100_000), "n_bootstrap": Range(0, 100_000), "probe_epochs": Range(0, 100_000)}
 
     def validate(self) -> AblationConfig:
         check_numbers(self)
@@ -257,7 +266,8 @@ class AblationConfig:
         base = QUICK if self.quick else FULL
         return Sizing(self.source or base.source, self.target or base.target, self.model or base.model,
                       self.pretrain_epochs or base.pretrain_epochs, self.finetune_epochs or base.finetune_epochs,
-                      base.batch_size, self.n_bootstrap or base.n_bootstrap, self.label_set, self.scaling)
+                      base.batch_size, self.n_bootstrap or base.n_bootstrap, self.label_set, self.scaling,
+                      self.probe_epochs)
 
 
 PRUNERS = ("hyperband", "median", "none")

@@ -55,3 +55,15 @@ def load_checkpoint(path: Path) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EcgtlError(f"{path}: not a checkpoint that loads safely ({first_line[:200]})") from None
+
+
+def restore_training(path: Path, modules: dict, optimizer, scheduler) -> dict:
+    """Continue a run from its checkpoint: the state of each of `modules` (checkpoint key -> module), the
+    optimiser, the scheduler and every RNG. Returns the checkpoint (its `epoch` and `result`)."""
+    state = load_checkpoint(path)
+    for key, module in modules.items():
+        module.load_state_dict(state[key])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"])
+    return state

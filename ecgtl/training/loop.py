@@ -25,7 +25,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models import count_parameters
 from ecgtl.pipeline import InputPipeline
-from ecgtl.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from ecgtl.training.checkpoint import restore_training, rng_state, save_checkpoint
 from ecgtl.training.config import TrainConfig
 from ecgtl.training.unfreeze import (
     apply_mask,
@@ -116,11 +116,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     result = FitResult(best_state=copy.deepcopy(model.state_dict()), best_epoch=-1, best_val_macro_auc=-math.inf)
     first_epoch = 0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"])
+        state = restore_training(checkpoint_path, {"model": model}, optimizer, scheduler)
         result = FitResult.from_checkpoint(state["result"])
         first_epoch = state["epoch"] + 1
     for epoch in range(first_epoch, config.epochs):

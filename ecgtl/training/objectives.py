@@ -31,7 +31,7 @@ from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models.base import AdaptiveConcatPool1d, EcgModel
 from ecgtl.pipeline import InputPipeline
 from ecgtl.training.augment import augment
-from ecgtl.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from ecgtl.training.checkpoint import restore_training, rng_state, save_checkpoint
 from ecgtl.training.config import TrainConfig
 from ecgtl.training.loop import EpochResult, FitResult, resolve_device
 
@@ -116,12 +116,7 @@ def fit_contrastive(model: EcgModel, train, val, config: TrainConfig, pipeline: 
     result = FitResult(best_state={}, best_epoch=-1, best_val_macro_auc=-math.inf)
     first_epoch = 0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        projection.load_state_dict(state["projection"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"])
+        state = restore_training(checkpoint_path, {"model": model, "projection": projection}, optimizer, scheduler)
         result = FitResult.from_checkpoint(state["result"])
         first_epoch = state["epoch"] + 1
     n_trainable = sum(p.numel() for p in parameters)

@@ -24,6 +24,8 @@ TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic
     ("exp4-calibration", 2 * 2 * 3, 1),
     ("exp5-frequency-domain", 4 * 2 * 3, 4),
     ("leads", 6 * 2 * 3, 6),
+    # 2 objectives x (pretrained, linear_probe) + random_frozen + scratch, x 3 fractions x 3 seeds
+    ("pretraining-objectives", (2 * 2 + 2) * 3 * 3, 2),
 ])
 def test_presets_expand_to_the_study_grids(preset, cells, pretrainings):
     expanded = expand(AblationConfig(preset=preset, quick=True))
@@ -148,3 +150,35 @@ def test_quick_ablation_resumes_after_a_killed_cell_and_records_failed_ones(stor
     assert {"cells.csv", "aggregate.csv", "paired.csv", "summary.md", "figures.html", "pretraining.csv"} <= artifacts
     tidy = pd.read_csv(store.download_artifacts(parent.info.run_id, "ablation/cells.csv"))
     assert {"test_macro_auc", "test_ece", "test_ece_platt", "test_mce_isotonic", "test_brier_temperature"} <= set(tidy.columns)
+
+
+def test_the_pretraining_objectives_preset_pairs_every_init_with_scratch_and_each_objective_with_supervised(store):
+    import ecgtl.stages.ablation as ablation_module
+
+    config = AblationConfig(preset="pretraining-objectives", **{**TINY, "seeds": 1, "axes": "target_fraction=1"})
+    cells = expand(config)
+    pretrainings = {c.pretrain.objective for c in cells if c.pretrain}
+    assert pretrainings == {"supervised", "contrastive"}
+    results = ablation_module.ablation(config)
+    frame = results["cells"]
+    assert (frame["status"] == "finished").all() and len(frame) == 6
+    assert sorted(map(str, frame["objective"].fillna("-"))) == ["-", "-", "contrastive", "contrastive",
+                                                                "supervised", "supervised"]
+    assert set(frame["init"]) == {"pretrained", "linear_probe", "random_frozen", "scratch"}
+    pairs = results["paired"]
+    against_scratch = pairs[pairs["reference"] == "scratch"]
+    assert sorted(zip(against_scratch["init"], against_scratch["objective"].fillna("-"), strict=True)) == [
+        ("linear_probe", "contrastive"), ("linear_probe", "supervised"), ("pretrained", "contrastive"),
+        ("pretrained", "supervised"), ("random_frozen", "-")]
+    against_supervised = pairs[pairs["reference"] == "supervised"]
+    assert sorted(zip(against_supervised["init"], against_supervised["objective"], strict=True)) == [
+        ("linear_probe", "contrastive"), ("pretrained", "contrastive")]
+    assert pairs["diff"].notna().all()
+    assert "## pretraining objectives and baselines" in results["summary"]
+    experiment = store.get_experiment_by_name("ablation-test").experiment_id
+    parent = store.search_runs([experiment], "tags.`ecgtl.stage` = 'ablation'")[0]
+    logged = {a.path for a in store.list_artifacts(parent.info.run_id, "ablation")}
+    assert {"ablation/cells.csv", "ablation/paired.csv"} <= logged
+    objectives = {r.data.tags.get("ecgtl.objective") for r in store.search_runs(
+        [experiment], "tags.`ecgtl.stage` = 'pretrain'")}
+    assert objectives == {"supervised", "contrastive"}
