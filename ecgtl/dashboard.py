@@ -158,9 +158,10 @@ def transfer_page(frame: pd.DataFrame, ablation_run: pd.Series | None) -> tuple[
     if not curves.empty:
         figures += learning_curve_figures(curves)
     if ablation_run is not None:
-        from ecgtl.stages.ablation_results import bar_figure, line_figure, varying_axes
+        from ecgtl.stages.ablation_results import bar_figure, classic_view, line_figure, varying_axes
 
         aggregated = pd.read_csv(tracking.download_artifact(ablation_run["run_id"], "ablation/aggregate.csv"))
+        aggregated = classic_view(aggregated) if "init" in aggregated else aggregated  # as the ablation's figures
         pretraining = pd.read_csv(tracking.download_artifact(ablation_run["run_id"], "ablation/pretraining.csv"))
         if not aggregated.empty:
             for axis in varying_axes(aggregated):

@@ -43,9 +43,10 @@ from ecgtl import runs, tracking
 from ecgtl.config import build, flatten, reuse_key
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
+from ecgtl.inputs import parse_leads
 from ecgtl.redaction import redact
 from ecgtl.stages import queue
-from ecgtl.stages.common import discard_checkpoint, fit_pipeline, fit_step, load_data
+from ecgtl.stages.common import discard_checkpoint, fit_pipeline, fit_step, load_data, split_datasets
 from ecgtl.stages.configs import DEFAULT_PRETRAINED, TuneConfig
 from ecgtl.stages.finetune import finetune, starting_point
 from ecgtl.stages.tune_results import log_study
@@ -80,6 +81,8 @@ class TrialObjective:
             trial.set_user_attr(runs.WORKER_ATTR, queue.worker_id())
             try:
                 start = starting_point(finetune_config, prepared, Path(tmp))
+                tracking.log_datasets(split_datasets(prepared, parse_leads(finetune_config.data.leads),
+                                                     {"train": rows, "val": None}, inherited=start.inherited))
                 pipeline = fit_pipeline(finetune_config.data, finetune_config.train, prepared, rows)
 
                 def report(result) -> None:

@@ -13,7 +13,7 @@ from ecgtl.data.cache import prepare
 from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.records import parse_header, read_signal
 from ecgtl.data.signal import crop_or_pad, resample
-from ecgtl.errors import RecordError
+from ecgtl.errors import DatasetError, RecordError
 
 
 def test_prepare_cinc_writes_resampled_splits(cinc_folder, tmp_path):
@@ -68,7 +68,7 @@ def test_unchanged_inputs_reuse_the_cache_and_changed_inputs_do_not(cinc_folder,
     assert other_fs.split("train").signals.shape[-1] == 500
     # Changing the data itself (a record added) also makes a new cache.
     write_cinc(cinc_folder / "g1", "E09999", digital_ecg(seed=99))
-    with pytest.raises(Exception, match="stored split lists other records"):
+    with pytest.raises(DatasetError, match=r"splits?.*\.csv: the stored split lists other records than the dataset"):
         prepare(config, cache_dir=tmp_path, progress=False)
 
 

@@ -112,7 +112,9 @@ def test_tune_runs_trials_as_child_runs_prunes_cleanly_and_registers_only_a_chal
     versions = store.search_model_versions("name='ecgtl-finetuned'")
     assert len(versions) == 1  # only the final training registers
     assert str(store.get_model_version_by_alias("ecgtl-finetuned", "challenger").version) == "1"
-    with pytest.raises(Exception, match="alias champion not found"):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="alias champion not found"):
         store.get_model_version_by_alias("ecgtl-finetuned", "champion")  # promotion is the gate's job
     # What an optuna-dashboard reader needs: each trial names its MLflow run and worker, the study its parent.
     from ecgtl.stages.tune_study import default_storage
@@ -121,6 +123,9 @@ def test_tune_runs_trials_as_child_runs_prunes_cleanly_and_registers_only_a_chal
     assert study.user_attrs["ecgtl.parent_run_id"] == parent.info.run_id
     assert {t.user_attrs["ecgtl.run_id"] for t in study.trials} == {r.info.run_id for r in trials}
     assert all(":" in t.user_attrs["ecgtl.worker"] for t in study.trials)
+    contexts = [{tag.value for i in store.get_run(r.info.run_id).inputs.dataset_inputs for tag in i.tags
+                 if tag.key == "mlflow.data.context"} for r in trials]
+    assert all(c == {"training", "validation", "source"} for c in contexts)  # trials never see test
     final = summary["final"]
     assert "test_macro_auc" in final.metrics and store.get_run(final.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
 
