@@ -208,10 +208,12 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                 run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
                 on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE,
-                fit_model: bool = True, version_tags: dict[str, str] | None = None) -> StageResult:
+                fit_model: bool = True, evaluate: bool = True, version_tags: dict[str, str] | None = None
+                ) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
     names the training phase in the timing table. `fit_model=False` logs the model as it is (trained
-    elsewhere); without labels in the test split there is no report (and the bundle no calibrator)."""
+    elsewhere); with `evaluate=False`, or without labels in val/test, there is no report (and the bundle has no
+    calibrator): an encoder whose head was never trained has nothing to report."""
     datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
                               inherited=inherited)
     with timing.phase("logging"):
@@ -223,11 +225,11 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                      on_epoch=on_epoch)
     labelled = bool(prepared.split("test").labels.any() and prepared.split("val").labels.any())
     report = None
-    if labelled:
+    if evaluate and labelled:
         with timing.phase("evaluation"):
             scores = score_step(model, pipeline, prepared)
         report = report_step(scores, prepared, n_bootstrap, train_config.seed)
-    else:
+    elif evaluate:
         print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
               "without an evaluation report", file=sys.stderr)
     with timing.phase("logging"):

@@ -243,7 +243,7 @@ class AblationConfig:
     n_bootstrap: int = 0
     label_set: str = "shared18"
     scaling: str = "dataset"  # record: standardise each record (e.g. a synthetic mV source, a standardised target)
-    probe_epochs: int = PretrainConfig.probe_epochs  # contrastive pretrainings: 0 never reads a source label
+    probe_epochs: int = PretrainConfig.probe_epochs  # contrastive pretrainings: 0 fits no head on labels
     jobs: int = 1
     storage: str = ""  # Optuna storage URL shared by workers on several machines
     study_name: str = ""

@@ -102,4 +102,4 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
                            registered_name=REGISTERED_PRETRAINED if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
                            extra={"spec": config.data.spec, "objective": config.objective}, stage=runs.PRETRAIN,
-                           fit_model=fit_model, version_tags={runs.OBJECTIVE: config.objective})
+                           fit_model=fit_model, evaluate=fit_model, version_tags={runs.OBJECTIVE: config.objective})

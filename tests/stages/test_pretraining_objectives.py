@@ -24,8 +24,8 @@ def _unlabelled_folder(root):
 
 def _contrastive(spec="synthetic:ptbxl?n=80&seed=5", **changes) -> PretrainConfig:
     return PretrainConfig(data=DataConfig(spec=spec), model="xresnet1d18", objective="contrastive",
-                          train=TrainConfig(epochs=2, batch_size=16, lr=3e-3), n_bootstrap=20, probe_epochs=1,
-                          **changes)
+                          train=TrainConfig(epochs=2, batch_size=16, lr=3e-3), n_bootstrap=20,
+                          **{"probe_epochs": 1, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,12 @@ def test_an_unlabelled_source_alone_gives_an_encoder_without_a_report(store):
     tuned = finetune(FinetuneConfig(data=DataConfig(spec=TARGET), pretrained=result.model_uri,
                                     train=TrainConfig(epochs=1, batch_size=16), n_bootstrap=20), register=False)
     assert "test_macro_auc" in tuned.metrics
+
+
+def test_probe_epochs_0_never_reads_a_label_and_reports_nothing(store):
+    result = pretrain(_contrastive(probe_epochs=0, probe_every=0), register=False)
+    metrics = store["client"].get_run(result.run_id).data.metrics
+    assert "ssl_loss" in metrics and "test_macro_auc" not in metrics and "train_loss" not in metrics
 
 
 def test_contrastive_refuses_frequency_inputs_and_extra_specs_need_it():
