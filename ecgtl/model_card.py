@@ -31,7 +31,7 @@ class ModelFacts:
     input_contract: str  # `InputPipeline.describe()`: leads, fs, domain, scaling, windows
     datasets: tuple[SplitDataset, ...]
     metrics: dict[str, float]
-    thresholds: tuple[float, ...]
+    thresholds: tuple[float, ...]  # per class; empty when the model has no evaluation report
     primary_calibration: str
     champion_if_first: bool
 
@@ -72,11 +72,12 @@ def render(facts: ModelFacts) -> str:
     if train is not None and "classes" in train.profile:
         n = max(int(train.profile["records"]), 1)
         lines += ["| class | training positives | prevalence | test AUC [95% CI] | threshold |", "|---|---|---|---|---|"]
-        for name, threshold in zip(facts.classes, facts.thresholds, strict=True):
+        thresholds = [f"{v:.3f}" for v in facts.thresholds] or ["–"] * len(facts.classes)  # none without a report
+        for name, threshold in zip(facts.classes, thresholds, strict=True):
             count, key = int(train.profile["classes"].get(name, 0)), f"test_auc_{metric_class_name(name)}"
             auc = (f"{_number(k, key)} [{_number(k, f'{key}_ci_low')}, {_number(k, f'{key}_ci_high')}]"
                    if key in k else "– (too few test records)")
-            lines.append(f"| {name} | {count} | {count / n:.3f} | {auc} | {threshold:.3f} |")
+            lines.append(f"| {name} | {count} | {count / n:.3f} | {auc} | {threshold} |")
     lines += ["", "## Input contract", "", f"{facts.input_contract}. Signals in mV, 12 leads in the standard order "
               "(I, II, III, aVR, aVL, aVF, V1–V6), any length of at least one window; other rates are resampled.",
               "", "## Results on its test split", "",

@@ -184,6 +184,15 @@ def classic_view(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+def _pair_of(gains: pd.DataFrame, row: pd.Series, reference: str) -> pd.DataFrame:
+    """The paired row of an aggregated cell against `reference` (empty when there is none)."""
+    if gains.empty:
+        return gains
+    chosen = gains[(gains["target_fraction"] == row["target_fraction"]) & (gains["init"] == row["init"])
+                   & (gains["reference"] == reference)]
+    return chosen[chosen["objective"] == row["objective"]] if pd.notna(row.get("objective")) else chosen
+
+
 def objectives_markdown(aggregated: pd.DataFrame, gains: pd.DataFrame) -> list[str]:
     """Per target fraction: each objective and init, its AUC over seeds and its paired differences."""
     if aggregated.empty or "objective" not in aggregated or aggregated["objective"].dropna().nunique() < 2:
@@ -194,19 +203,9 @@ def objectives_markdown(aggregated: pd.DataFrame, gains: pd.DataFrame) -> list[s
     for fraction in sorted(aggregated["target_fraction"].dropna().unique(), reverse=True):
         part = aggregated[aggregated["target_fraction"] == fraction]
         for _, row in part.sort_values(["init", "objective"], na_position="last").iterrows():
-            match = (gains["target_fraction"] == fraction) & (gains["init"] == row["init"]) if not gains.empty else None
-
-            def gain(reference: str, row=row, match=match) -> str:
-                if match is None:
-                    return "–"
-                chosen = gains[match & (gains["reference"] == reference)]
-                if pd.notna(row.get("objective")):
-                    chosen = chosen[chosen["objective"] == row["objective"]]
-                return _gain(chosen)
-
             objective = row["objective"] if pd.notna(row.get("objective")) else "–"
             lines.append(f"| {fraction:g} | {objective} | {row['init']} | {_mean_sd(pd.DataFrame([row]))} | "
-                         f"{gain('scratch')} | {gain('supervised')} |")
+                         f"{_gain(_pair_of(gains, row, 'scratch'))} | {_gain(_pair_of(gains, row, 'supervised'))} |")
     return lines
 
 

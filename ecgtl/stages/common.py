@@ -208,18 +208,18 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                 run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
                 on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE,
-                fit_model: bool = True, evaluate: bool = True, version_tags: dict[str, str] | None = None
-                ) -> StageResult:
+                fit_model: bool = True, evaluate: bool = True, version_tags: dict[str, str] | None = None,
+                pipeline: InputPipeline | None = None) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
-    names the training phase in the timing table. `fit_model=False` logs the model as it is (trained
-    elsewhere); with `evaluate=False`, or without labels in val/test, there is no report (and the bundle has no
+    names the training phase in the timing table. `pipeline`: one already fitted on `rows` (else fitted here).
+    `fit_model=False` logs the model as it is (trained elsewhere); with `evaluate=False`, or without labels in val/test, there is no report (and the bundle has no
     calibrator): an encoder whose head was never trained has nothing to report."""
     datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
                               inherited=inherited)
     with timing.phase("logging"):
         tracking.log_datasets(datasets)
     with timing.phase(stage):
-        pipeline = fit_pipeline(data, train_config, prepared, rows)
+        pipeline = pipeline or fit_pipeline(data, train_config, prepared, rows)
         if fit_model:
             fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
                      on_epoch=on_epoch)
@@ -238,7 +238,7 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
             registered_name=registered_name or "(not registered)", architecture=model.architecture, stage=stage,
             run_id=run_id, classes=tuple(prepared.classes), label_set=prepared.manifest["config"]["label_set"],
             input_contract=pipeline.describe(), datasets=tuple(datasets), metrics=report.metrics if report else {},
-            thresholds=tuple(float(v) for v in report.thresholds) if report else (0.5,) * len(prepared.classes),
+            thresholds=tuple(float(v) for v in report.thresholds) if report else (),
             primary_calibration=report.primary_calibration if report else "none",
             champion_if_first=champion_if_first))
         tracking.log_text(card, model_card.CARD_FILE)

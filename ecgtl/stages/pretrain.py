@@ -23,6 +23,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.inputs import parse_leads
 from ecgtl.models import create_model
 from ecgtl.models.base import EcgModel
+from ecgtl.pipeline import InputPipeline
 from ecgtl.stages.common import (
     StageResult,
     checkpoint_path,
@@ -57,8 +58,9 @@ def _unlabelled_union(config: PretrainConfig, prepared: PreparedData, rows: np.n
 
 
 def contrastive_step(model: EcgModel, config: PretrainConfig, prepared: PreparedData, rows: np.ndarray,
-                     run_id: str, *, resume: bool) -> None:
-    """Train `model`'s encoder with the contrastive objective, logging every epoch to the active run."""
+                     run_id: str, *, resume: bool) -> InputPipeline:
+    """Train `model`'s encoder with the contrastive objective, logging every epoch to the active run; returns
+    the input pipeline it fitted (on `data.spec`'s training rows), which the later steps reuse."""
     if config.data.domain != "time":
         raise EcgtlError(f"objective=contrastive augments time signals; data.domain={config.data.domain} is not "
                          "supported (use time)")
@@ -75,6 +77,7 @@ def contrastive_step(model: EcgModel, config: PretrainConfig, prepared: Prepared
                     probe_every=config.probe_every, probe_split=prepared.split("train"), probe_rows=rows,
                     train_rows=train_rows, checkpoint_path=checkpoint_path(run_id).with_name("contrastive.pt"),
                     resume=resume, on_epoch=log)
+    return pipeline
 
 
 def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str | None = None,
@@ -89,12 +92,12 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
     source = parse_spec(config.data.spec).short_name
     tags = {**stage_tags(runs.PRETRAIN, "scratch", source, source, config.data, config.train, config, axes),
             runs.OBJECTIVE: config.objective}
-    train, fit_model = config.train, True
+    train, fit_model, pipeline = config.train, True, None
     with tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
                             system_metrics=config.train.system_metrics, parent_run_id=parent_run_id) as run_id:
         if config.objective == "contrastive":
             with timing.phase(runs.PRETRAIN):
-                contrastive_step(model, config, prepared, rows, run_id, resume=resume_run_id is not None)
+                pipeline = contrastive_step(model, config, prepared, rows, run_id, resume=resume_run_id is not None)
             labelled = bool(prepared.split("train").labels[rows].any())
             fit_model = labelled and config.probe_epochs > 0
             train = replace(config.train, schedule="frozen", frozen_bn="eval", epochs=max(config.probe_epochs, 1))
@@ -102,4 +105,5 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
                            registered_name=REGISTERED_PRETRAINED if register else None,
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
                            extra={"spec": config.data.spec, "objective": config.objective}, stage=runs.PRETRAIN,
-                           fit_model=fit_model, evaluate=fit_model, version_tags={runs.OBJECTIVE: config.objective})
+                           fit_model=fit_model, evaluate=fit_model, version_tags={runs.OBJECTIVE: config.objective},
+                           pipeline=pipeline)

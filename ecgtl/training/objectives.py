@@ -82,11 +82,13 @@ def linear_probe_auc(model: EcgModel, pipeline: InputPipeline, train, rows: np.n
     mean, sd = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
     train_x, val_x = (train_x - mean) / sd, (val_x - mean) / sd
     scores = np.zeros(val.labels.shape)
+    fitted = np.zeros(val.labels.shape[1], dtype=bool)
     for j in range(train.labels.shape[1]):
         y = train.labels[chosen, j]
         if 0 < y.sum() < len(y):
             scores[:, j] = LogisticRegression(C=0.1, max_iter=300).fit(train_x, y).decision_function(val_x)
-    aucs = per_class_auc(val.labels, scores)
+            fitted[j] = True
+    aucs = np.where(fitted, per_class_auc(val.labels, scores), np.nan)  # an unfitted class is not a 0.5
     return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 

@@ -4,6 +4,8 @@ baselines; an unlabelled source alone."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import digital_ecg, use_mlflow_store, write_cinc
@@ -89,6 +91,10 @@ def test_an_unlabelled_source_alone_gives_an_encoder_without_a_report(store):
     result = pretrain(_contrastive(spec=f"cinc:{store['unlabelled']}", probe_every=1), register=False)
     run = store["client"].get_run(result.run_id)
     assert "ssl_loss" in run.data.metrics and "test_macro_auc" not in run.data.metrics
+    from ecgtl import tracking
+
+    card = Path(tracking.download_artifact(result.run_id, "model_card.md")).read_text()
+    assert "| LVH | 0 | 0.000 | – (too few test records) | – |" in card  # no thresholds without a report
     tuned = finetune(FinetuneConfig(data=DataConfig(spec=TARGET), pretrained=result.model_uri,
                                     train=TrainConfig(epochs=1, batch_size=16), n_bootstrap=20), register=False)
     assert "test_macro_auc" in tuned.metrics
