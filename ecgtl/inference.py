@@ -33,6 +33,7 @@ class BundleInfo:
     thresholds: list[float] | None = None
     extra: dict = field(default_factory=dict)
     training: list[dict] = field(default_factory=list)  # TrainingRecords.to_dict() per dataset (leak guards)
+    train_priors: list[float] | None = None  # positives per class in the training rows (label-shift source)
 
     @property
     def fs(self) -> float:

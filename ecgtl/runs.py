@@ -14,6 +14,7 @@
 | `ecgtl.parent` | the ablation or study run a cell or trial belongs to |
 | `ecgtl.model_uri`, `ecgtl.pretrained_uri`, `ecgtl.error` | what the run logged, started from, or failed with |
 | `ecgtl.calibration`, `ecgtl.leak` | evaluate: `stored` or `refit` calibration; evaluated records seen in training |
+| `ecgtl.label_shift` | evaluate, finetune: the label-shift correction (`none`, `prior`, `em`, `reweight`) |
 | `ecgtl.study`, `ecgtl.trial`, `ecgtl.trial_state`, `ecgtl.best_run_id` | tune: the study, a trial's number and fate, the best run |
 | `ecgtl.preset`, `ecgtl.cells` | ablation: the preset and the number of cells |
 | `ecgtl.dataset.<context>` | on a registered version: `name@digest` of each dataset of its run |
@@ -33,6 +34,7 @@ LEADS, DOMAIN, OBJECTIVE = "ecgtl.leads", "ecgtl.domain", "ecgtl.objective"
 CONFIG_HASH, PARENT = "ecgtl.config_hash", "ecgtl.parent"
 MODEL_URI, PRETRAINED_URI, ERROR = "ecgtl.model_uri", "ecgtl.pretrained_uri", "ecgtl.error"
 CALIBRATION, LEAK = "ecgtl.calibration", "ecgtl.leak"  # evaluate: stored or refit calibration; records seen
+LABEL_SHIFT = "ecgtl.label_shift"
 STUDY, TRIAL_NUMBER, TRIAL_STATE, BEST_RUN_ID = "ecgtl.study", "ecgtl.trial", "ecgtl.trial_state", "ecgtl.best_run_id"
 PRESET, CELLS = "ecgtl.preset", "ecgtl.cells"
 MODEL, DECISION, REASON, PROMOTION_PREFIX = "ecgtl.model", "ecgtl.decision", "ecgtl.reason", "ecgtl.promotion."

@@ -14,6 +14,7 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 | `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val (or the stored thresholds) |
 | `test_challenge_score` | the official CinC challenge metric: the model outputs every scored class of the weights table (`cinc2020`, `cinc2021` label sets) |
 | `test_challenge_score_partial` | the same formula over only the scored classes the model has (e.g. 8 of shared18; no normal class, so the reference outputs nothing): not comparable to challenge results |
+| `test_prior_source_<CLASS>`, `test_prior_target_<CLASS>`, `test_label_shift_em_iterations` | with a label-shift correction (`label_shift.py`): the priors it moved between; every other key is then of the corrected outputs (per-class AUC unchanged by construction) |
 | `test_n_records`, `test_n_classes_evaluated`, `test_n_classes_in_macro`, `test_bootstrap_resamples` | context: classes with a defined AUC, classes the macro averages (per-epoch `val_macro_auc` is logged by training) |
 
 Calibration is fitted on validation logits, or taken as stored with a model (`StoredCalibration`: the
@@ -41,11 +42,21 @@ from ecgtl.evaluation.calibration import (
 )
 from ecgtl.evaluation.challenge import load_weights, weights_for
 from ecgtl.evaluation.figures import reliability_figure, reliability_small_multiples, roc_figure
+from ecgtl.evaluation.label_shift import Correction, shift_probabilities
 
 
 def metric_class_name(name: str) -> str:
     """A class name as it appears in metric keys ('LAO/LAE' -> 'LAO_LAE')."""
     return name.replace("/", "_").replace(" ", "_")
+
+
+def prior_metrics(split: str, classes: Sequence[str], correction: Correction) -> dict[str, float]:
+    """The priors a label-shift correction moved between, per class (and EM's iterations)."""
+    out = {f"{split}_label_shift_em_iterations": float(correction.iterations)} if correction.method == "em" else {}
+    for name, source, target in zip(classes, correction.source, correction.target, strict=True):
+        out[f"{split}_prior_source_{metric_class_name(name)}"] = float(source)
+        out[f"{split}_prior_target_{metric_class_name(name)}"] = float(target)
+    return out
 
 
 @dataclass
@@ -90,14 +101,18 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
                          logits_test: np.ndarray, classes: Sequence[str], *, n_bootstrap: int = 1000, seed: int = 0,
                          primary_calibration: str = "temperature", challenge_weights: str | Path | None = None,
                          class_codes: Mapping[str, Sequence[str]] | None = None, split: str = "test",
-                         with_figures: bool = True, stored: StoredCalibration | None = None) -> EvaluationReport:
+                         with_figures: bool = True, stored: StoredCalibration | None = None,
+                         correction: Correction | None = None) -> EvaluationReport:
     """Everything the platform reports about one model on one dataset (see the module docstring for keys).
 
     `y_*` [records, classes] in {0, 1}, `logits_*` [records, classes]. Calibrators and thresholds are fitted
-    on (y_val, logits_val), or, with `stored` and no validation data, taken as stored.
+    on (y_val, logits_val), or, with `stored` and no validation data, taken as stored. `correction`: a label
+    shift applied to the test outputs after calibration (calibrators and thresholds stay those of val).
     """
     classes = tuple(classes)
     y_test, logits_test = m.validate(y_test, logits_test, "test logits")
+    offsets = np.zeros(len(classes)) if correction is None else correction.offsets
+    uncorrected_logits, logits_test = logits_test, logits_test + offsets[None, :]
     if y_val is None:
         if stored is None:
             raise m.EvaluationError("evaluation needs validation logits to fit calibration, or a stored calibration")
@@ -122,6 +137,8 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
         f"{split}_n_classes_in_macro": float(boot.in_macro.sum()),
         f"{split}_bootstrap_resamples": float(boot.n_resamples),
     }
+    if correction is not None:
+        metrics.update(prior_metrics(split, classes, correction))
     for name, interval in zip(classes, boot.per_class, strict=True):
         if np.isfinite(interval.estimate):
             key = f"{split}_auc_{metric_class_name(name)}"
@@ -136,7 +153,7 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
         calibrators = {method: make_calibrator(method).fit(logits_val, y_val) for method in CALIBRATION_METHODS}
     calibrated: dict[str, np.ndarray] = {}
     for method, calibrator in calibrators.items():
-        calibrated[method] = calibrator.predict_proba(logits_test)
+        calibrated[method] = shift_probabilities(calibrator.predict_proba(uncorrected_logits), offsets)
         after = calibration_summary(y_test, calibrated[method])
         metrics.update({f"{split}_ece_{method}": after.ece, f"{split}_mce_{method}": after.mce,
                         f"{split}_brier_{method}": after.brier})

@@ -58,6 +58,11 @@ class EcgModel(nn.Module):
         with torch.no_grad():
             self.head[-1].bias.copy_(torch.log(p / (1 - p)))
 
+    def shift_head_bias(self, offsets) -> None:
+        """Add per-class log-odds `offsets` to the output bias (a label-shift correction, see label_shift.py)."""
+        with torch.no_grad():
+            self.head[-1].bias.add_(torch.as_tensor(offsets, dtype=torch.float32))
+
     def set_head_dropout(self, dropout: float) -> None:
         """The head's dropout rates: `dropout / 2` after pooling, `dropout` before the output layer."""
         layers = [m for m in self.head if isinstance(m, nn.Dropout)]

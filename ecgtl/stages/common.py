@@ -134,7 +134,7 @@ def split_datasets(prepared: PreparedData, leads: tuple[str, ...], rows_of: dict
 # ------------------------------------------------------------------------------------------------ steps
 def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_config: TrainConfig,
              pipeline: InputPipeline, run_id: str, *, resume: bool = False, new_head: bool = True,
-             on_epoch=None) -> FitResult:
+             on_epoch=None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
     """Train, logging every epoch to the active run; `on_epoch` is called after logging (pruning hooks)."""
     train, val = prepared.split("train"), prepared.split("val")
     if new_head:
@@ -150,7 +150,7 @@ def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_co
             on_epoch(result)
 
     fitted = fit(model, train, val, train_config, pipeline, train_rows=rows, checkpoint_path=checkpoint_path(run_id),
-                 resume=resume, on_epoch=log_and_hook)
+                 resume=resume, on_epoch=log_and_hook, loss_weights=loss_weights)
     tracking.log_epoch(fitted.best_epoch, {"best_epoch": fitted.best_epoch, "best_val_macro_auc": fitted.best_val_macro_auc})
     return fitted
 
@@ -192,6 +192,7 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
         calibrator=report.calibrators[report.primary_calibration].to_dict() if report is not None else None,
         thresholds=report.thresholds.tolist() if report is not None else None, extra=extra or {},
         training=[t.to_dict() for t in [*(inherited or []), trained_on]],
+        train_priors=train.labels[np.sort(rows)].mean(axis=0).tolist() if len(rows) else None,
     )
     with tempfile.TemporaryDirectory() as tmp:
         bundle = save_bundle(Path(tmp) / "bundle", model, info)
@@ -209,11 +210,13 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                 extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
                 on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE,
                 fit_model: bool = True, evaluate: bool = True, version_tags: dict[str, str] | None = None,
-                pipeline: InputPipeline | None = None) -> StageResult:
+                pipeline: InputPipeline | None = None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None,
+                output_offsets: np.ndarray | None = None) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
     names the training phase in the timing table. `pipeline`: one already fitted on `rows` (else fitted here).
     `fit_model=False` logs the model as it is (trained elsewhere); with `evaluate=False`, or without labels in val/test, there is no report (and the bundle has no
-    calibrator): an encoder whose head was never trained has nothing to report."""
+    calibrator): an encoder whose head was never trained has nothing to report. `loss_weights` weigh the BCE
+    terms; `output_offsets` are added to the output bias after training (label-shift reweighting)."""
     datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
                               inherited=inherited)
     with timing.phase("logging"):
@@ -222,7 +225,9 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
         pipeline = pipeline or fit_pipeline(data, train_config, prepared, rows)
         if fit_model:
             fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
-                     on_epoch=on_epoch)
+                     on_epoch=on_epoch, loss_weights=loss_weights)
+        if output_offsets is not None:
+            model.shift_head_bias(output_offsets)
     labelled = bool(prepared.split("test").labels.any() and prepared.split("val").labels.any())
     report = None
     if evaluate and labelled:

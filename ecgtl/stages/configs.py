@@ -90,6 +90,15 @@ class PretrainConfig:
         return validate_parts(self)
 
 
+LABEL_SHIFTS = ("none", "prior", "em")  # see evaluation/label_shift.py
+FINETUNE_LABEL_SHIFTS = (*LABEL_SHIFTS, "reweight")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise EcgtlError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
 # init -> the registered model its runs become. linear_probe: the pretrained encoder frozen, a new head trained;
 # random_frozen: the same with a randomly initialised encoder (the baseline a pretraining must beat).
@@ -112,6 +121,10 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, lr=1e-2, schedule="gradual", epochs_per_stage=1, decay=2.6))
     n_bootstrap: int = 1000
+    # The pretrained model's source priors vs the target's (evaluation/label_shift.py): prior / em move the
+    # reused head's bias to the target's training priors (em: estimated without labels) before fine-tuning;
+    # reweight trains with the source's label distribution and moves the outputs to the target's after.
+    label_shift: str = "none"
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
 
@@ -120,6 +133,12 @@ class FinetuneConfig:
             raise EcgtlError(f"init must be one of {', '.join(REGISTERED)}, got {self.init!r}")
         if self.head not in ("new", "reuse"):
             raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
+        check_choice("label_shift", self.label_shift, FINETUNE_LABEL_SHIFTS)
+        if self.label_shift != "none" and self.init not in PRETRAINED_INITS:
+            raise EcgtlError(f"label_shift corrects a pretrained model's source priors; init={self.init} has none")
+        if self.label_shift in ("prior", "em") and self.head != "reuse":
+            raise EcgtlError(f"label_shift={self.label_shift} moves the pretrained head's bias: it needs head=reuse "
+                             "(a new head already starts at the target's priors)")
         return validate_parts(self)
 
 
@@ -137,6 +156,8 @@ class EvaluateConfig:
     calibration_fraction: float = 0.0
     strict: bool = False
     seed: int = 0
+    # none, prior (to the evaluated dataset's train-split priors), em (priors estimated from the outputs)
+    label_shift: str = "none"
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": SEED_RANGE,
                                           "seed": SEED_RANGE}
@@ -147,6 +168,10 @@ class EvaluateConfig:
             raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
         if not 0 <= self.calibration_fraction < 1:
             raise EcgtlError(f"calibration_fraction must lie in [0, 1), got {self.calibration_fraction}")
+        check_choice("label_shift", self.label_shift, LABEL_SHIFTS)
+        if self.label_shift != "none" and self.calibration_fraction > 0:
+            raise EcgtlError("label_shift corrects a model's own calibration; a calibration refitted on the "
+                             "evaluated records (calibration_fraction > 0) already has their priors")
         return self
 
 

@@ -8,6 +8,10 @@ records being scored unless asked:
 - `calibration_fraction > 0` refits all calibrators and thresholds on a seeded, stratified part of the
   evaluated records and reports on the rest only (so `test_n_records` drops by that part).
 
+Label shift (`label_shift`, evaluation/label_shift.py): the model's outputs moved from its training priors
+(stored in the bundle) to the evaluated dataset's, after the stored calibration: `prior` takes them from the
+evaluated dataset's training split, `em` estimates them from the outputs alone (a target without labels).
+
 Leak guard: the bundle lists the records the model (and the model it was fine-tuned from) was trained on.
 Evaluated records among them are counted (`test_n_records_seen_in_training`, tag `ecgtl.leak`) and reported;
 `strict` refuses to evaluate then. PTB-XL records inside CinC releases (`HR00001` = PTB-XL ecg_id 1) count.
@@ -32,11 +36,31 @@ from ecgtl.data.sources import dataset_identity
 from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.errors import EcgtlError
+from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
 from ecgtl.evaluation.challenge import load_weights
+from ecgtl.evaluation.label_shift import Correction, correction_for
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
 from ecgtl.stages.common import StageResult, split_datasets
 from ecgtl.stages.configs import EvaluateConfig
+
+
+def _label_shift_correction(config: EvaluateConfig, info, prepared, logits: np.ndarray) -> Correction | None:
+    """The model's training priors moved to the evaluated dataset's: its train split's (`prior`) or those EM
+    finds in the model's calibrated outputs on the evaluated records (`em`, no labels read)."""
+    if config.label_shift == "none":
+        return None
+    if info.train_priors is None:
+        raise EcgtlError(f"{config.model_uri}: the bundle stores no training priors (logged before ecgtl 0.4); "
+                         "label_shift needs them: train it again")
+    source = np.asarray(info.train_priors)
+    if config.label_shift == "prior":
+        train = prepared.split("train")
+        if not len(train) or not train.labels.any():
+            raise EcgtlError(f"{config.spec}: no labelled training records for label_shift=prior; use em")
+        return correction_for("prior", source, target=train.labels.mean(axis=0))
+    calibrator = calibrator_from_dict(info.calibrator)
+    return correction_for("em", source, probabilities=calibrated_probabilities(logits, calibrator))
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:
@@ -69,18 +93,21 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     report_on, refit = ~calibrate_on, bool(calibrate_on.any())
     if not refit and not info.calibrator:
         raise EcgtlError(f"{config.model_uri}: the bundle holds no calibrator; pass calibration_fraction > 0")
+    correction = _label_shift_correction(config, info, prepared, logits[report_on])
     report = evaluate_predictions(
         labels[calibrate_on] if refit else None, logits[calibrate_on] if refit else None,
         labels[report_on], logits[report_on], info.classes, n_bootstrap=config.n_bootstrap, seed=config.seed,
         challenge_weights=config.challenge_weights or None, class_codes=snomed_codes_of(info.label_set),
-        stored=None if refit else StoredCalibration.from_bundle(info.calibrator, info.thresholds))
+        stored=None if refit else StoredCalibration.from_bundle(info.calibrator, info.thresholds),
+        correction=correction)
     reported_ids = [record_id for record_id, keep in zip(ids, report_on, strict=True) if keep]
     report.metrics["test_n_records_seen_in_training"] = float(sum(record_id in seen for record_id in reported_ids))
     print(report.summary(), file=sys.stderr)
     target = parse_spec(config.spec).short_name
     tags = {runs.STAGE: runs.EVALUATE, runs.TARGET: target, runs.LABEL_SET: info.label_set, runs.FS: f"{info.fs:g}",
             runs.MODEL_URI: config.model_uri, runs.CONFIG_HASH: reuse_key(config),
-            runs.CALIBRATION: "refit" if refit else "stored", runs.LEAK: str(len(seen))}
+            runs.CALIBRATION: "refit" if refit else "stored", runs.LEAK: str(len(seen)),
+            runs.LABEL_SHIFT: config.label_shift}
     with tracking.stage_run(f"evaluate-{info.architecture}-{target}-{config.split}", tags, flatten(config)) as run_id:
         tracking.log_datasets(split_datasets(prepared, pipeline.leads, {n: None for n in names if len(prepared.split(n))},
                                              context=CONTEXTS["test"]))

@@ -1,6 +1,7 @@
 """Fine-tune a pretrained model on the target dataset, or train the same model from scratch (the baseline).
 
-Both go through one code path; `init` decides where the weights start. A pretrained model is taken from a
+Both go through one code path; `init` decides where the weights start; `label_shift` how the source's class
+priors are corrected toward the target's (`label_shift_plan`). A pretrained model is taken from a
 model URI (default `models:/ecgtl-pretrained@champion`). If that default does not exist yet, a pretraining
 runs first as a nested run: `fallback_pretrain` (a function argument, not part of the config, so it is neither
 an MLflow param nor in the reuse key), by default `PretrainConfig()` at the target's fs, leads and domain.
@@ -13,14 +14,19 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ecgtl import runs, timing, tracking
 from ecgtl.config import flatten
+from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.inference import load_bundle
+from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
+from ecgtl.evaluation.label_shift import Correction, correction_for, loss_weights
+from ecgtl.evaluation.report import prior_metrics
+from ecgtl.inference import BundleInfo, load_bundle
 from ecgtl.inputs import input_mismatch, parse_leads
 from ecgtl.models import create_model
 from ecgtl.stages.common import StageResult, load_data, run_name, stage_tags, train_model
@@ -79,6 +85,7 @@ class StartingPoint:
     inherited: list
     pretrained_uri: str
     source: str
+    info: BundleInfo | None = None  # the pretrained bundle's description (None from scratch)
 
 
 def starting_point(config: FinetuneConfig, prepared, folder: Path,
@@ -108,7 +115,52 @@ def starting_point(config: FinetuneConfig, prepared, folder: Path,
         model.replace_head(len(prepared.classes))
     source = parse_spec(info.extra["spec"]).short_name if info.extra.get("spec") else "unknown"
     return StartingPoint(model, info.architecture, new_head, [TrainingRecords.from_dict(t) for t in info.training],
-                         uri, source)
+                         uri, source, info)
+
+
+@dataclass
+class LabelShiftPlan:
+    """What `finetune.label_shift` does to a run: the correction, the loss weights, the offsets after training."""
+
+    correction: Correction | None = None
+    loss_weights: tuple[np.ndarray, np.ndarray] | None = None
+    output_offsets: np.ndarray | None = None
+
+
+def source_priors(info: BundleInfo, classes: list[str], uri: str) -> np.ndarray:
+    """The pretrained model's training priors in the order of the target's `classes`."""
+    if info.train_priors is None:
+        raise EcgtlError(f"{uri}: the bundle stores no training priors (logged before ecgtl 0.4); label_shift needs "
+                         "them: pretrain again")
+    by_class = dict(zip(info.classes, info.train_priors, strict=True))
+    missing = [c for c in classes if c not in by_class]
+    if missing:
+        raise EcgtlError(f"{uri} has no prior for {', '.join(missing)}: label_shift needs the target's classes "
+                         "among the pretrained model's")
+    return np.array([by_class[c] for c in classes])
+
+
+def label_shift_plan(config: FinetuneConfig, start: StartingPoint, prepared, rows: np.ndarray) -> LabelShiftPlan:
+    """`prior`/`em`: the reused head's bias is moved here, before training; `reweight`: weights and offsets for
+    `train_model`. The target's priors are its training rows' (`em`: estimated from the pretrained model's
+    calibrated outputs on those rows, their labels unread)."""
+    if config.label_shift == "none":
+        return LabelShiftPlan()
+    source = source_priors(start.info, list(prepared.classes), start.pretrained_uri)
+    train = prepared.split("train")
+    if config.label_shift == "em":
+        pipeline = start.info.input_pipeline()
+        ordered = np.sort(rows)
+        logits = pipeline.predict_logits(start.model, train.signals[ordered], valid_lengths(train)[ordered])
+        calibrator = calibrator_from_dict(start.info.calibrator) if start.info.calibrator else None
+        correction = correction_for("em", source, probabilities=calibrated_probabilities(logits, calibrator))
+    else:
+        correction = correction_for("prior", source, target=train.labels[rows].mean(axis=0))
+    if config.label_shift == "reweight":
+        return LabelShiftPlan(replace(correction, method="reweight"), loss_weights(correction.source, correction.target),
+                              correction.offsets)
+    start.model.shift_head_bias(correction.offsets)
+    return LabelShiftPlan(correction)
 
 
 def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str | None = None,
@@ -132,12 +184,16 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
             tracking.set_tags({runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,
                                runs.MLFLOW_RUN_NAME: run_name(stage, start.architecture, config.data, config.train.seed,
                                                               axes)})
+        plan = label_shift_plan(config, start, prepared, rows)
+        if plan.correction is not None:
+            tracking.set_tags({runs.LABEL_SHIFT: config.label_shift})
+            tracking.log_epoch(0, prior_metrics("train", prepared.classes, plan.correction))
         result = train_model(start.model, prepared, rows, config.data, effective_train(config), run_id,
                              registered_name=REGISTERED[config.init] if register else None,
                              n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
                              extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},
                              new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first,
-                             stage=stage)
+                             stage=stage, loss_weights=plan.loss_weights, output_offsets=plan.output_offsets)
         if not nested and parent_run_id is None:
             report_timing()
         return result

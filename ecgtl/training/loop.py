@@ -85,15 +85,27 @@ def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels.astype(np.float32))))
 
 
+def _weighted_bce(positive: np.ndarray, negative: np.ndarray, device: torch.device) -> Callable:
+    positive_t = torch.as_tensor(positive, dtype=torch.float32, device=device)
+    negative_t = torch.as_tensor(negative, dtype=torch.float32, device=device)
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weights = labels * positive_t + (1 - labels) * negative_t
+        return (nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).mean()
+
+    return loss
+
+
 def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, pipeline: InputPipeline, *,
         train_rows: np.ndarray | None = None, checkpoint_path: Path | None = None, resume: bool = False,
         on_epoch: Callable[[EpochResult], None] | None = None, progress: bool = True,
-        stop_after_epoch: int | None = None) -> FitResult:
+        stop_after_epoch: int | None = None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
     """Train `model` on `pipeline`'s inputs and return the best state by validation macro AUC.
 
     `checkpoint_path` gets a checkpoint after every epoch; with `resume`, training continues from it and
     reaches the same result as an uninterrupted run. `on_epoch` is the after-epoch hook (logging, pruning:
     it may raise to stop the run). `stop_after_epoch` ends early on purpose (for tests that simulate a kill).
+    `loss_weights`: (positive, negative) weights [classes] of each label's BCE term (label-shift reweighting).
     """
     config.validate()
     device = resolve_device(config.device)
@@ -111,7 +123,7 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lrs, total_steps=config.epochs * steps_per_epoch,
                                                     pct_start=0.3)
     scaler_amp = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    loss_function = nn.BCEWithLogitsLoss()
+    loss_function = nn.BCEWithLogitsLoss() if loss_weights is None else _weighted_bce(*loss_weights, device)
     val_lengths = valid_lengths(val)
     result = FitResult(best_state=copy.deepcopy(model.state_dict()), best_epoch=-1, best_val_macro_auc=-math.inf)
     first_epoch = 0
