@@ -320,6 +320,27 @@ def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
     click.echo(f"wrote {len(pages)} pages to {out}: open {out / 'index.html'}")
 
 
+@cli.command("explain")
+@click.argument("record", type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", default="models:/ecgtl-finetuned@champion", show_default=True,
+              help="Any MLflow model URI of an ecgtl model.")
+@click.option("--class", "class_names", multiple=True, help="A class to explain (repeat); default: the top 3.")
+@click.option("--steps", default=None, type=click.IntRange(2, 1024),
+              help="Integrated-gradient steps (more: a smaller completeness gap; default: explain.DEFAULT_STEPS).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the page and the JSON.")
+def explain_command(record: Path, model_uri: str, class_names: tuple[str, ...], steps: int | None, out: Path) -> None:
+    """Which leads and which parts of the beats drive the model's prediction for RECORD (a .hea file): integrated
+    gradients over the model's pipeline, drawn on the 12-lead page, with per-lead importance (needs ecgtl[explain])."""
+    try:
+        import captum  # noqa: F401 (the optional extra)
+
+        from ecgtl.explain import DEFAULT_STEPS, explain_file
+    except ImportError as exc:
+        raise EcgtlError(f"explain needs Captum: pip install 'ecgtl[explain]' ({exc})") from None
+    written = explain_file(record, model_uri, out, class_names=class_names, steps=steps or DEFAULT_STEPS)
+    click.echo(f"wrote {', '.join(str(p) for p in written)}")
+
+
 @cli.command("export")
 @click.argument("uri")
 @click.option("--format", "fmt", default="onnx", show_default=True, help="Only onnx for now.")

@@ -89,7 +89,7 @@ def _replace(config: Any, flat: dict[str, Any]) -> Any:
 
 
 REUSE_VERSION = "2"
-NOT_IN_REUSE_KEY = frozenset({"progress", "jobs", "system_metrics"})
+NOT_IN_REUSE_KEY = frozenset({"progress", "jobs", "system_metrics", "explain_examples"})
 
 
 def reuse_key(config: Any) -> str:

@@ -128,7 +128,7 @@ class InputPipeline:
                 block = self.records(np.asarray(signals[start:start + 256], dtype=np.float32),
                                      lengths[start:start + 256])[:, self.lead_index]
                 windows, per_record = sliding_windows(block, self.crop, self.stride)
-                usable = _usable_windows(window_starts(block.shape[-1], self.crop, self.stride), self.crop,
+                usable = usable_windows(window_starts(block.shape[-1], self.crop, self.stride), self.crop,
                                          lengths[start:start + 256])
                 blocks.append(to_domain(windows[usable.ravel()], self.domain))
             scaler = LeadScaler.fit(np.concatenate(blocks))
@@ -196,7 +196,7 @@ class InputPipeline:
                 with torch.autocast(device.type, enabled=device.type == "cuda"):
                     parts.append(model(batch).float().cpu().numpy().reshape(len(block), len(chunk), -1))
             logits = np.concatenate(parts, axis=1)
-            usable = _usable_windows(starts, self.crop, lengths[start:start + len(block)])
+            usable = usable_windows(starts, self.crop, lengths[start:start + len(block)])
             if self.aggregation == "max":
                 outputs.append(np.where(usable[..., None], logits, -np.inf).max(axis=1))
             else:
@@ -221,7 +221,7 @@ class InputPipeline:
                 f"(stride {self.stride_s:g} s, {self.aggregation})")
 
 
-def _usable_windows(starts: np.ndarray, crop: int, lengths: np.ndarray) -> np.ndarray:
+def usable_windows(starts: np.ndarray, crop: int, lengths: np.ndarray) -> np.ndarray:
     """[records, windows]: windows that start inside each record's real samples (the first always counts)."""
     return (starts[None, :] + crop <= np.maximum(np.asarray(lengths)[:, None], crop)) | (starts[None, :] == 0)
 

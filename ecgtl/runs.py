@@ -83,11 +83,16 @@ def run_name(stage: str, architecture: str, target: str, fraction: float, seed: 
     for axis, value in (axes or {}).items():
         if axis in ("target_fraction", "seed", "init"):
             continue  # already in the name
+        if axis in ("source", "target"):
+            from ecgtl.data.spec import parse_spec
+
+            value = parse_spec(str(value)).label  # a spec's few characters, not its path
         name += f"-{axis_short(axis)}{format_value(value)}"
     return name
 
 
-_AXIS_SHORT = {"source_fraction": "sf", "fs": "fs", "domain": "", "leads": "", "objective": ""}
+_AXIS_SHORT = {"source_fraction": "sf", "fs": "fs", "domain": "", "leads": "", "objective": "", "source": "from-",
+               "target": "on-", "target_fs": "rec", "fs_augment": "aug", "label_shift": "ls-"}
 
 
 def axis_short(axis: str) -> str:

@@ -4,7 +4,9 @@ Policy (documented in the README):
 - every record is resampled to `fs` with scipy's polyphase filter (`resample_poly`);
 - records longer than `length_s` are centre-cropped (the first seconds often hold electrode-settling
   artefacts), shorter ones are zero-padded at the end; `valid_samples` in the index says how much is real;
-- the cache key hashes exactly: spec, source fingerprint, fs, length, label set, equivalences, split seed and
+- `record_fs > 0` first brings each record to that rate, then to `fs` (records that arrive at another rate
+  than the model's: a 50 Hz recording seen by a 100 Hz model has nothing above 25 Hz);
+- the cache key hashes exactly: spec, source fingerprint, fs, record_fs, length, label set, equivalences, split seed and
   `CACHE_FORMAT_VERSION`; a changed input makes a new cache, an unchanged one is reopened;
 - a cache is built in a temporary folder and renamed into place, so a killed `prepare` never leaves a cache
   that later loads.
@@ -32,7 +34,7 @@ from ecgtl.config import check_numbers
 from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.record_source import RecordProblem, RecordSource
 from ecgtl.data.records import parse_header, read_signal
-from ecgtl.data.signal import resample_centre
+from ecgtl.data.signal import resample, resample_centre
 from ecgtl.data.sources import fingerprint_of, open_source, resolve_spec
 from ecgtl.data.splits import SPLITS
 from ecgtl.errors import DatasetError, RecordError
@@ -57,6 +59,7 @@ class _ReadTask:
     fs_out: float | None
     n_out: int
     out_path: str | None
+    record_fs: float = 0.0  # > 0: each record first brought to this rate (as if recorded at it)
 
 
 def _run_read_task(task: _ReadTask) -> list[tuple[int, float, int, int, str | None]]:
@@ -78,7 +81,10 @@ def _run_read_task(task: _ReadTask) -> list[tuple[int, float, int, int, str | No
             continue
         valid = header.n_samples
         if out is not None:
-            fixed, valid = resample_centre(signal, header.fs, task.fs_out, task.n_out)
+            fs_in = header.fs
+            if task.record_fs and task.record_fs != fs_in:
+                signal, fs_in = resample(signal, fs_in, task.record_fs), task.record_fs
+            fixed, valid = resample_centre(signal, fs_in, task.fs_out, task.n_out)
             out[row] = fixed
         results.append((row, header.fs, header.n_samples, valid, None))
     if out is not None:
@@ -121,6 +127,8 @@ def scan_records(source: RecordSource, workers: int | None = None,
 
 def cache_key(config: PrepareConfig, fingerprint: str) -> str:
     payload = {**asdict(config), "fingerprint": fingerprint, "format": CACHE_FORMAT_VERSION}
+    if not config.record_fs:
+        del payload["record_fs"]  # caches built before the option keep their keys
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -240,7 +248,8 @@ def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool =
                                       shape=(len(members), len(STANDARD_LEADS), n_out)).flush()
             reserve_disk(out_path)
             paths = list(source.index["header_path"].iloc[members])
-            tasks += [_ReadTask(p, r, str(source.root), source.gain_errata, config.fs, n_out, str(out_path))
+            tasks += [_ReadTask(p, r, str(source.root), source.gain_errata, config.fs, n_out, str(out_path),
+                                config.record_fs)
                       for p, r in _chunks(paths, list(range(len(members))), _CHUNK)]
         order = np.concatenate([np.flatnonzero(split == name) for name in SPLITS])
         results = _run_tasks(tasks, len(order), workers, f"preparing {spec.short_name} @ {config.fs:g} Hz", progress)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ecgtl.config import Range
-from ecgtl.inputs import PREPARE_RANGES
+from ecgtl.inputs import FS_RANGE, PREPARE_RANGES
 
 DEFAULT_SOURCE = "synthetic:ptbxl?n=3000&seed=0"
 DEFAULT_TARGET = "synthetic:g12ec?n=1500&seed=0"
@@ -26,5 +26,6 @@ class PrepareConfig:
     label_set: str = "shared18"
     equivalences: bool = True
     split_seed: int = 0
+    record_fs: float = 0.0  # > 0: records first brought to this rate, then to fs (sampling-rate robustness)
 
-    RANGES: ClassVar[dict[str, Range]] = PREPARE_RANGES
+    RANGES: ClassVar[dict[str, Range]] = {**PREPARE_RANGES, "record_fs": Range(0, FS_RANGE[1])}

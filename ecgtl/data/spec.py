@@ -38,6 +38,15 @@ class DatasetSpec:
         """A few characters for run names: `g12ec`, `ptbxl`, or the folder name."""
         return self.target if self.kind == "synthetic" else Path(self.target).name
 
+    @property
+    def label(self) -> str:
+        """The short name plus what tells synthetic variants apart (`ptbxl-s1-noiseless`): matrix rows, columns."""
+        if self.kind != "synthetic":
+            return self.short_name
+        seed = f"-s{self.options['seed']}" if "seed" in self.options else ""
+        noise = "-noiseless" if self.options.get("noise", "1") in ("0", "false", "no") else ""
+        return f"{self.short_name}{seed}{noise}"
+
 
 def parse_spec(text: str) -> DatasetSpec:
     """Parse a dataset spec; a bare existing path is detected as ptbxl or cinc."""

@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, replace
 
@@ -45,8 +46,11 @@ from ecgtl.stages.configs import (
     AXES,
     AXIS_DEFAULTS,
     EXTRA_PRESETS,
+    FINETUNE_LABEL_SHIFTS,
+    FS_AUGMENT_OFF,
     INITS,
     OBJECTIVES,
+    OPTIONAL_AXES,
     PRESETS,
     PRETRAINED_INITS,
     REGISTERED,
@@ -65,11 +69,24 @@ STAGE = runs.ABLATION
 
 # ------------------------------------------------------------------------------------------------ the grid
 def _axis_value(axis: str, text: str):
+    if axis in ("source", "target"):
+        parse_spec(text)  # a bad spec is refused before anything runs
+        return text
+    if axis == "target_fs":
+        value = _number(axis, text)
+        if not FS_RANGE[0] / 2 <= value <= FS_RANGE[1]:
+            raise EcgtlError(f"axis target_fs: values must be {FS_RANGE[0] / 2:g}-{FS_RANGE[1]:g} Hz, got {text}")
+        return value
+    if axis == "fs_augment":
+        if text != FS_AUGMENT_OFF:
+            PretrainConfig(fs_augment=text).fs_augment_range  # noqa: B018 (parses and checks the range)
+        return text
+    if axis == "label_shift":
+        if text not in FINETUNE_LABEL_SHIFTS:
+            raise EcgtlError(f"label_shift values are {', '.join(FINETUNE_LABEL_SHIFTS)}, got {text!r}")
+        return text
     if axis in ("target_fraction", "source_fraction", "fs", "seed"):
-        try:
-            value = float(text)
-        except ValueError:
-            raise EcgtlError(f"axis {axis}: {text!r} is not a number") from None
+        value = _number(axis, text)
         allowed = Range(*FS_RANGE) if axis == "fs" else SEED_RANGE if axis == "seed" else Range(0, 1, low_open=True)
         if not (math.isfinite(value) and allowed.contains(value)) or (axis == "seed" and value != int(value)):
             what = "a whole number " if axis == "seed" else "a finite number "
@@ -90,16 +107,44 @@ def _axis_value(axis: str, text: str):
     return leads_label(parse_leads(text))  # leads
 
 
+def _number(axis: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise EcgtlError(f"axis {axis}: {text!r} is not a number") from None
+
+
+# Axes whose values hold commas themselves (lead lists, rate ranges, specs): their values are separated by `|`.
+BAR_SEPARATED = ("leads", "fs_augment", "source", "target")
+_SPEC_START = re.compile(r",\s*(?=(?:synthetic|ptbxl|cinc):)")
+
+
+def split_specs(text: str) -> tuple[str, ...]:
+    """`--sources a,b`: specs separated by commas (a comma inside a spec's options stays), or by `|`."""
+    parts = text.split("|") if "|" in text else _SPEC_START.split(text)
+    return tuple(p.strip() for p in parts if p.strip())
+
+
+def other_dataset(spec: str) -> str:
+    """The transfer matrix's second source (target): the other side's synthetic layout with another seed and no
+    noise, so a matrix without `--sources`/`--targets` still crosses layouts, rates, priors and noise."""
+    parsed = parse_spec(spec)
+    if parsed.kind != "synthetic":
+        return spec
+    options = {**parsed.options, "seed": str(int(parsed.options.get("seed", 0)) + 7), "noise": "0"}
+    return f"synthetic:{parsed.target}?" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
 def parse_axes(text: str) -> dict[str, tuple]:
     """"target_fraction=1,0.5;seed=0,1" -> {"target_fraction": (1.0, 0.5), "seed": (0, 1)}. Lead selections
-    contain commas, so `leads` values are separated by `|`: "leads=all12|limb6|I,II|V1"."""
+    contain commas, so `leads` values (and `BAR_SEPARATED`'s) are separated by `|`: "leads=all12|limb6|I,II|V1"."""
     axes: dict[str, tuple] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, sep, values = part.partition("=")
         name = name.strip()
         if not sep or name not in AXES:
             raise EcgtlError(f"axis {part!r}: write NAME=V1,V2 with NAME one of {', '.join(AXES)}")
-        items = [v.strip() for v in values.split("|" if name == "leads" else ",") if v.strip()]
+        items = [v.strip() for v in values.split("|" if name in BAR_SEPARATED else ",") if v.strip()]
         if not items:
             raise EcgtlError(f"axis {name}: no values")
         axes[name] = tuple(_axis_value(name, v) for v in items)
@@ -133,6 +178,13 @@ def grids(config: AblationConfig) -> list[dict[str, tuple]]:
     else:
         chosen = [dict({**PRESETS, **EXTRA_PRESETS}[config.preset])]
     overrides = parse_axes(config.axes)
+    for axis, text in (("source", config.sources), ("target", config.targets)):
+        if text:
+            overrides[axis] = tuple(_axis_value(axis, spec) for spec in split_specs(text))
+    if config.preset == "transfer-matrix":
+        size = config.sizing()
+        overrides.setdefault("source", (size.source, other_dataset(size.target)))
+        overrides.setdefault("target", (size.target, other_dataset(size.source)))
     return [{**grid, **overrides} for grid in chosen]
 
 
@@ -163,12 +215,14 @@ def expand(config: AblationConfig) -> list[Cell]:
     cells: dict[str, Cell] = {}
     for grid in grids(config):
         values = {axis: grid.get(axis, (AXIS_DEFAULTS[axis],) if axis in AXIS_DEFAULTS else ()) for axis in AXES}
+        values.update({axis: grid.get(axis, (None,)) for axis in OPTIONAL_AXES})
         values["init"] = grid.get("init", INITS)
         values["seed"] = grid.get("seed", tuple(range(config.seeds)))
         for combination in itertools.product(*(values[axis] for axis in AXES)):
             axes = dict(zip(AXES, combination, strict=True))
             if axes["init"] not in PRETRAINED_INITS:
-                axes.update({axis: None for axis in ("source_fraction", "objective")})
+                axes.update({axis: None for axis in ("source", "source_fraction", "objective", "fs_augment",
+                                                     "label_shift")})
             key = json.dumps(axes, sort_keys=True, default=str)
             if key not in cells:
                 cells[key] = _cell(axes, size)
@@ -182,17 +236,23 @@ def _cell(axes: dict, size: Sizing) -> Cell:
     pre = None
     if axes["init"] in PRETRAINED_INITS:
         base = PretrainConfig()
-        pre = replace(base, data=replace(base.data, spec=_source_spec(size.source, fs),
+        augment = axes.get("fs_augment")
+        pre = replace(base, data=replace(base.data, spec=_source_spec(axes.get("source") or size.source, fs),
                                          fraction=float(axes["source_fraction"]), **inputs),
                       model=size.model, train=replace(base.train, epochs=size.pretrain_epochs,
-                                                      batch_size=size.batch_size),
+                                                      batch_size=size.batch_size, explain_examples=0),
                       n_bootstrap=size.n_bootstrap, objective=axes.get("objective") or base.objective,
-                      probe_epochs=size.probe_epochs)
+                      probe_epochs=size.probe_epochs,
+                      fs_augment="" if augment in (None, FS_AUGMENT_OFF) else augment)
     base = FinetuneConfig()
-    tuned = replace(base, data=replace(base.data, spec=size.target, fraction=float(axes["target_fraction"]), **inputs),
-                    init=axes["init"], pretrained="", model=size.model,
+    shift = axes.get("label_shift")
+    tuned = replace(base, data=replace(base.data, spec=axes.get("target") or size.target,
+                                       fraction=float(axes["target_fraction"]), record_fs=axes.get("target_fs") or 0.0,
+                                       **inputs),
+                    init=axes["init"], pretrained="", model=size.model, label_shift=shift or base.label_shift,
+                    head="reuse" if shift is not None else base.head,
                     train=replace(base.train, epochs=size.finetune_epochs, batch_size=size.batch_size,
-                                  seed=int(axes["seed"])), n_bootstrap=size.n_bootstrap)
+                                  seed=int(axes["seed"]), explain_examples=0), n_bootstrap=size.n_bootstrap)
     if axes["init"] == "scratch":
         tuned = scratch_config(tuned)
     elif axes["init"] == "random_frozen":
@@ -241,7 +301,7 @@ def prepare_caches(cells: list[Cell]) -> None:
     seen = set()
     for cell in cells:
         for data in [cell.finetune.data] + ([cell.pretrain.data] if cell.pretrain else []):
-            key = (data.spec, data.fs, data.length_s, data.label_set, data.split_seed)
+            key = data.prepare_config()
             if key not in seen:
                 seen.add(key)
                 load_data(data, 0)

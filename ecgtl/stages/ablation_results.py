@@ -22,7 +22,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -33,10 +32,12 @@ from ecgtl.evaluation.calibration import calibrated_probabilities, make_calibrat
 from ecgtl.evaluation.figures import PALETTE, reliability_figure
 from ecgtl.evaluation.metrics import bootstrap_over_seeds
 from ecgtl.plotting import figures_to_html, save_figure
-from ecgtl.stages.configs import PRETRAINED_INITS, SOURCE_AXES
+from ecgtl.stages import ablation_questions as questions
+from ecgtl.stages.ablation_pairs import TARGET_KEYS, gain_text, has_axis, mean_sd, paired_rows
+from ecgtl.stages.configs import AXES, FS_AUGMENT_OFF, PRETRAINED_INITS, SOURCE_AXES
 from ecgtl.stages.reuse import finished_run, pretrained_uri
 
-NUMERIC_AXES = ("target_fraction", "source_fraction", "fs")
+NUMERIC_AXES = ("target_fraction", "source_fraction", "fs", "target_fs")
 CATEGORICAL_AXES = ("domain", "leads")
 INIT_COLOURS = {"pretrained": PALETTE[0], "scratch": PALETTE[1]}
 
@@ -85,8 +86,10 @@ def varying_axes(frame: pd.DataFrame) -> list[str]:
 
 
 def _group_axes(frame: pd.DataFrame, *, without: tuple[str, ...]) -> list[str]:
-    return [a for a in ("target_fraction", "source_fraction", "fs", "domain", "leads", "objective", "init", "seed")
-            if a in frame and a not in without]
+    return [a for a in AXES if has_axis(frame, a) and a not in without]
+
+
+
 
 
 def aggregate(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataFrame:
@@ -114,35 +117,8 @@ def aggregate(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
-TARGET_KEYS = ("target_fraction", "fs", "domain", "leads")
 
 
-def _paired_rows(chosen: pd.DataFrame, reference: pd.Series, keys: list[str], match: list[str],
-                 predictions: dict, n_resamples: int, label: dict) -> list[dict]:
-    """Per group of `chosen` (by `keys`), its difference from the `reference` run of the same `match` values
-    and seed, on the same test records, over the seeds both have."""
-    rows = []
-    for values, group in chosen.groupby(keys, dropna=False):
-        values = values if isinstance(values, tuple) else (values,)
-        by_key = dict(zip(keys, values, strict=True))
-        pairs = [(r, reference.get((*(by_key[k] for k in match), s)))
-                 for r, s in zip(group["run_id"], group["seed"], strict=True)]
-        pairs = [(a, b) for a, b in pairs if b is not None]
-        if not pairs:
-            continue
-        if any(list(predictions[a]["test"]["record_ids"]) != list(predictions[b]["test"]["record_ids"]) for a, b in pairs):
-            raise EcgtlError("paired cells were scored on different test records")
-        row = {**by_key, **label}
-        try:
-            summary = bootstrap_over_seeds([predictions[a]["test"]["labels"] for a, _ in pairs],
-                                           [predictions[a]["test"]["logits"] for a, _ in pairs],
-                                           [predictions[b]["test"]["logits"] for _, b in pairs], n_resamples=n_resamples)
-            row.update(n_seeds=summary.n_seeds, diff=summary.estimate, diff_ci_low=summary.low,
-                       diff_ci_high=summary.high, p_value=summary.p_value)
-        except EvaluationError as exc:
-            row.update(n_seeds=len(pairs), diff=float("nan"), note=str(exc))
-        rows.append(row)
-    return rows
 
 
 def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataFrame:
@@ -153,14 +129,14 @@ def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataF
     done = frame[frame["status"] == "finished"]
     if done.empty or "scratch" not in set(done["init"]):
         return pd.DataFrame()
-    target_keys = [a for a in TARGET_KEYS if a in done]
-    source_keys = [a for a in (*target_keys, "source_fraction", "objective") if a in done]
+    target_keys = [a for a in TARGET_KEYS if has_axis(done, a)]
+    source_keys = [*target_keys, *(a for a in (*SOURCE_AXES, "label_shift") if has_axis(done, a) and a not in target_keys)]
     scratch = done[done["init"] == "scratch"].set_index([*target_keys, "seed"])["run_id"]
     rows = []
     for init in [i for i in dict.fromkeys(done["init"]) if i != "scratch"]:
         part = done[done["init"] == init]
         keys = source_keys if init in PRETRAINED_INITS else target_keys
-        rows += _paired_rows(part, scratch, keys, target_keys, predictions, n_resamples,
+        rows += paired_rows(part, scratch, keys, target_keys, predictions, n_resamples,
                              {"init": init, "reference": "scratch"})
     if "objective" in done and done["objective"].dropna().nunique() > 1:
         pretrained = done[done["init"].isin(PRETRAINED_INITS)]
@@ -168,17 +144,26 @@ def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataF
         supervised = pretrained[pretrained["objective"] == "supervised"].set_index([*match, "seed"])["run_id"]
         for objective in [o for o in dict.fromkeys(pretrained["objective"]) if o != "supervised"]:
             part = pretrained[pretrained["objective"] == objective]
-            rows += [{**row, "objective": objective} for row in _paired_rows(
+            rows += [{**row, "objective": objective} for row in paired_rows(
                 part, supervised, match, match, predictions, n_resamples,
                 {"reference": "supervised"})]
     return pd.DataFrame(rows)
 
 
+# Axis values the seed study's comparison keeps (the others are compared with them in ablation_questions.py).
+CLASSIC_VALUES = {"objective": "supervised", "label_shift": "none", "fs_augment": FS_AUGMENT_OFF}
+
+
 def classic_view(frame: pd.DataFrame) -> pd.DataFrame:
-    """The seed study's comparison: supervised pretraining (or no objective axis) fine-tuned vs scratch."""
+    """The seed study's comparison: supervised pretraining (or no objective axis) fine-tuned vs scratch, without
+    label-shift correction or rate augmentation, on the first source and target of a transfer matrix."""
     keep = frame["init"].isin(["pretrained", "scratch"])
-    if "objective" in frame:
-        keep &= frame["objective"].isna() | (frame["objective"] == "supervised")
+    for axis, value in CLASSIC_VALUES.items():
+        if axis in frame:
+            keep &= frame[axis].isna() | (frame[axis] == value)
+    for axis in ("source", "target"):
+        if axis in frame and frame[axis].dropna().nunique() > 1:
+            keep &= frame[axis].isna() | (frame[axis] == frame[axis].dropna().iloc[0])
     if "reference" in frame:
         keep &= frame["reference"] == "scratch"
     return frame[keep]
@@ -204,8 +189,8 @@ def objectives_markdown(aggregated: pd.DataFrame, gains: pd.DataFrame) -> list[s
         part = aggregated[aggregated["target_fraction"] == fraction]
         for _, row in part.sort_values(["init", "objective"], na_position="last").iterrows():
             objective = row["objective"] if pd.notna(row.get("objective")) else "–"
-            lines.append(f"| {fraction:g} | {objective} | {row['init']} | {_mean_sd(pd.DataFrame([row]))} | "
-                         f"{_gain(_pair_of(gains, row, 'scratch'))} | {_gain(_pair_of(gains, row, 'supervised'))} |")
+            lines.append(f"| {fraction:g} | {objective} | {row['init']} | {mean_sd(pd.DataFrame([row]))} | "
+                         f"{gain_text(_pair_of(gains, row, 'scratch'))} | {gain_text(_pair_of(gains, row, 'supervised'))} |")
     return lines
 
 
@@ -327,9 +312,9 @@ def summary_markdown(frame: pd.DataFrame, aggregated: pd.DataFrame, gains: pd.Da
             pre = part[(part[axis] == value) & (part["init"] == "pretrained")]
             scr = part[(part["init"] == "scratch") & ((part[axis] == value) | part[axis].isna())]
             gain = gain_part[gain_part[axis] == value] if not gain_part.empty else pd.DataFrame()
-            lines.append(f"| {value} | {_mean_sd(pre)} | {_mean_sd(scr)} | {_gain(gain)} | "
+            lines.append(f"| {value} | {mean_sd(pre)} | {mean_sd(scr)} | {gain_text(gain)} | "
                          f"{gain['p_value'].iloc[0]:.3f} |" if not gain.empty and "p_value" in gain else
-                         f"| {value} | {_mean_sd(pre)} | {_mean_sd(scr)} | {_gain(gain)} | – |")
+                         f"| {value} | {mean_sd(pre)} | {mean_sd(scr)} | {gain_text(gain)} | – |")
         if not gain_part.empty and "diff" in gain_part:
             best = gain_part.loc[gain_part["diff"].idxmax()]
             lines += ["", f"Finding: the transfer gain is largest at {axis} = {best[axis]} "
@@ -349,19 +334,6 @@ def summary_markdown(frame: pd.DataFrame, aggregated: pd.DataFrame, gains: pd.Da
     return "\n".join(lines) + "\n"
 
 
-def _mean_sd(part: pd.DataFrame) -> str:
-    if part.empty:
-        return "–"
-    row = part.iloc[0]
-    sd = f" ± {row['auc_sd']:.3f}" if np.isfinite(row["auc_sd"]) else ""
-    return f"{row['auc_mean']:.3f}{sd} (n={int(row['n_seeds'])})"
-
-
-def _gain(gain: pd.DataFrame) -> str:
-    if gain.empty or "diff" not in gain or not np.isfinite(gain["diff"].iloc[0]):
-        return "–"
-    row = gain.iloc[0]
-    return f"{row['diff']:+.3f} [{row['diff_ci_low']:+.3f}, {row['diff_ci_high']:+.3f}]"
 
 
 # ------------------------------------------------------------------------------------------------ logging
@@ -389,7 +361,11 @@ def log_results(results: dict, config) -> None:
                for name in ("aggregate", "paired")}
     results["figures"] = build_figures(classic_view(frame), classic["aggregate"], results["pretraining"], predictions)
     results["summary"] = summary_markdown(classic_view(frame), classic["aggregate"], classic["paired"], config.preset)
-    extra = objectives_markdown(results["aggregate"], results["paired"])
+    results["contrasts"] = questions.contrasts(frame, predictions, n_resamples)
+    results["matrix"] = questions.transfer_matrix(frame, results["paired"], config.sizing())
+    results["figures"].update(questions.matrix_figures(results["matrix"]))
+    extra = objectives_markdown(results["aggregate"], results["paired"]) + questions.questions_markdown(
+        results["aggregate"], results["paired"], results["contrasts"], results["matrix"])
     if extra:
         results["summary"] += "\n".join(extra) + "\n"
     print(results["summary"], file=sys.stderr)
@@ -400,6 +376,9 @@ def log_results(results: dict, config) -> None:
         results["pretraining"].to_csv(folder / "pretraining.csv", index=False)
         results["aggregate"].to_csv(folder / "aggregate.csv", index=False)
         results["paired"].to_csv(folder / "paired.csv", index=False)
+        for name in ("contrasts", "matrix"):
+            if not results[name].empty:
+                results[name].to_csv(folder / f"{'transfer_matrix' if name == 'matrix' else name}.csv", index=False)
         (folder / "summary.md").write_text(results["summary"])
         if results["figures"]:
             (folder / "figures.html").write_text(figures_to_html(list(results["figures"].values()), "ecgtl ablation"),

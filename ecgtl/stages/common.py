@@ -6,6 +6,7 @@ fastai's `fine_tune`:
     fitted   = fit_step(model, prepared, rows, config.train, pipeline, run_id)       # per-epoch metrics
     scores   = score_step(model, pipeline, prepared)                                 # val/test logits
     report   = report_step(scores, prepared, n_bootstrap, seed)                      # metrics, figures, logits
+    explain_step(model, pipeline, prepared, per_class)                               # attributions (explain.py)
     uri      = bundle_step(model, pipeline, report, prepared, ...)                   # pyfunc model of the run
     version  = tracking.register(uri, name)                                          # only when asked
 
@@ -15,6 +16,7 @@ create registry versions or move `challenger`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -42,6 +44,10 @@ from ecgtl.pipeline import InputPipeline
 from ecgtl.stages.configs import DataConfig
 from ecgtl.training.config import TrainConfig
 from ecgtl.training.loop import EpochResult, FitResult, fit
+
+EXPLANATIONS_PAGE = "evaluation/explanations.html"
+LEAD_IMPORTANCE_FILE = "evaluation/lead_importance.csv"
+EXPLANATION_EXAMPLE_FILE = "evaluation/explanation_example.json"
 
 
 @dataclass
@@ -134,7 +140,8 @@ def split_datasets(prepared: PreparedData, leads: tuple[str, ...], rows_of: dict
 # ------------------------------------------------------------------------------------------------ steps
 def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_config: TrainConfig,
              pipeline: InputPipeline, run_id: str, *, resume: bool = False, new_head: bool = True,
-             on_epoch=None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
+             on_epoch=None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None,
+             augment=None) -> FitResult:
     """Train, logging every epoch to the active run; `on_epoch` is called after logging (pruning hooks)."""
     train, val = prepared.split("train"), prepared.split("val")
     if new_head:
@@ -150,7 +157,7 @@ def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_co
             on_epoch(result)
 
     fitted = fit(model, train, val, train_config, pipeline, train_rows=rows, checkpoint_path=checkpoint_path(run_id),
-                 resume=resume, on_epoch=log_and_hook, loss_weights=loss_weights)
+                 resume=resume, on_epoch=log_and_hook, loss_weights=loss_weights, augment=augment)
     tracking.log_epoch(fitted.best_epoch, {"best_epoch": fitted.best_epoch, "best_val_macro_auc": fitted.best_val_macro_auc})
     return fitted
 
@@ -175,6 +182,28 @@ def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: 
         tracking.log_predictions("test", scores.test_ids, scores.test_labels, scores.test_logits)
         tracking.log_predictions("val", scores.val_ids, scores.val_labels, scores.val_logits)
     return report
+
+
+def explain_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData, per_class: int) -> None:
+    """Explain `per_class` test records of every class with positives (ecgtl/explain.py) and log the page, the
+    lead-importance table and the first example (for the dashboard) under `evaluation/`."""
+    if pipeline.domain != "time":
+        return  # an FFT input has no per-sample attribution to draw
+    try:
+        from ecgtl import explain
+    except ImportError:  # captum is the optional extra ecgtl[explain]
+        print("no explanations on the report: pip install 'ecgtl[explain]' (Captum)", file=sys.stderr)
+        return
+    test = prepared.split("test")
+    examples = explain.class_examples(model, pipeline, test.signals, test.labels, list(prepared.classes),
+                                      per_class=per_class, lengths=valid_lengths(test),
+                                      record_ids=list(test.index["record_id"]))
+    if not examples:
+        return
+    tracking.log_text(explain.explanations_page(examples, "ecgtl: which leads and beats drive each class"),
+                      EXPLANATIONS_PAGE)
+    tracking.log_text(explain.dataset_lead_importance(examples).to_csv(index=False), LEAD_IMPORTANCE_FILE)
+    tracking.log_text(json.dumps(next(iter(examples.values()))[0].to_dict()), EXPLANATION_EXAMPLE_FILE)
 
 
 def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport | None, prepared: PreparedData,
@@ -211,12 +240,13 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
                 on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE,
                 fit_model: bool = True, evaluate: bool = True, version_tags: dict[str, str] | None = None,
                 pipeline: InputPipeline | None = None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None,
-                output_offsets: np.ndarray | None = None) -> StageResult:
+                output_offsets: np.ndarray | None = None, augment=None) -> StageResult:
     """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
     names the training phase in the timing table. `pipeline`: one already fitted on `rows` (else fitted here).
     `fit_model=False` logs the model as it is (trained elsewhere); with `evaluate=False`, or without labels in val/test, there is no report (and the bundle has no
     calibrator): an encoder whose head was never trained has nothing to report. `loss_weights` weigh the BCE
-    terms; `output_offsets` are added to the output bias after training (label-shift reweighting)."""
+    terms; `output_offsets` are added to the output bias after training (label-shift reweighting); `augment`
+    transforms training batches (`fit`)."""
     datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
                               inherited=inherited)
     with timing.phase("logging"):
@@ -225,7 +255,7 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
         pipeline = pipeline or fit_pipeline(data, train_config, prepared, rows)
         if fit_model:
             fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
-                     on_epoch=on_epoch, loss_weights=loss_weights)
+                     on_epoch=on_epoch, loss_weights=loss_weights, augment=augment)
         if output_offsets is not None:
             model.shift_head_bias(output_offsets)
     labelled = bool(prepared.split("test").labels.any() and prepared.split("val").labels.any())
@@ -234,6 +264,9 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
         with timing.phase("evaluation"):
             scores = score_step(model, pipeline, prepared)
         report = report_step(scores, prepared, n_bootstrap, train_config.seed)
+        if train_config.explain_examples:
+            with timing.phase("evaluation"):
+                explain_step(model, pipeline, prepared, train_config.explain_examples)
     elif evaluate:
         print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
               "without an evaluation report", file=sys.stderr)

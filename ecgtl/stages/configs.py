@@ -5,6 +5,7 @@ and CLI options; `config.reuse_key` hashes what determines a result. Import them
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -12,7 +13,7 @@ from ecgtl.config import SEED_RANGE, Range, check_numbers, reuse_key, validate_p
 from ecgtl.data.prepare_config import DEFAULT_SOURCE, DEFAULT_TARGET, PrepareConfig
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import DOMAINS, PREPARE_RANGES, SCALINGS, InputContract, parse_leads
+from ecgtl.inputs import DOMAINS, FS_RANGE, SCALINGS, InputContract, parse_leads
 from ecgtl.training.config import TrainConfig
 
 
@@ -27,8 +28,9 @@ class DataConfig:
     leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
     domain: str = "time"  # time, fft_abs, fft_real, fft_imag
     scaling: str = "dataset"  # dataset (units kept, lead scaler only) or record (each record standardised first)
+    record_fs: float = PrepareConfig.record_fs  # > 0: records arrive at this rate (resampled to fs by the cache)
 
-    RANGES: ClassVar[dict[str, Range]] = {**PREPARE_RANGES, "fraction": Range(0, 1, low_open=True)}
+    RANGES: ClassVar[dict[str, Range]] = {**PrepareConfig.RANGES, "fraction": Range(0, 1, low_open=True)}
 
     def validate(self) -> DataConfig:
         check_numbers(self)
@@ -39,6 +41,9 @@ class DataConfig:
             raise EcgtlError(f"data.scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
         if not 0 < self.fraction <= 1:
             raise EcgtlError(f"data.fraction must lie in (0, 1], got {self.fraction}")
+        if self.record_fs and not FS_RANGE[0] / 2 <= self.record_fs <= FS_RANGE[1]:
+            raise EcgtlError(f"data.record_fs must be 0 (the records' own rate) or {FS_RANGE[0] / 2:g}-"
+                             f"{FS_RANGE[1]:g} Hz, got {self.record_fs:g}")
         return self
 
     @property
@@ -47,7 +52,7 @@ class DataConfig:
 
     def prepare_config(self) -> PrepareConfig:
         return PrepareConfig(spec=self.spec, fs=self.fs, length_s=self.length_s, label_set=self.label_set,
-                             split_seed=self.split_seed)
+                             split_seed=self.split_seed, record_fs=self.record_fs)
 
 
 REGISTERED_PRETRAINED = "ecgtl-pretrained"
@@ -75,6 +80,7 @@ class PretrainConfig:
     probe_every: int = 1  # contrastive: the validation linear-probe AUC every k epochs (0: never)
     probe_epochs: int = 3  # contrastive: epochs of the head alone on the labels afterwards
     temperature: float = 0.1  # contrastive: of the NT-Xent loss
+    fs_augment: str = ""  # "LOW,HIGH" Hz: each crop as if recorded at a random rate in that range (time domain)
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "probe_every": Range(0, 100_000),
                                           "probe_epochs": Range(0, 100_000),
@@ -87,7 +93,24 @@ class PretrainConfig:
             raise EcgtlError("extra_specs adds unlabelled data: it needs objective=contrastive")
         for spec in filter(None, (s.strip() for s in self.extra_specs.split(","))):
             parse_spec(spec)
+        if self.fs_augment:
+            low, high = self.fs_augment_range
+            if self.objective != "supervised" or self.data.domain != "time":
+                raise EcgtlError("fs_augment low-passes time-domain crops of supervised pretraining: it needs "
+                                 "objective=supervised and data.domain=time")
         return validate_parts(self)
+
+    @property
+    def fs_augment_range(self) -> tuple[float, float]:
+        parts = self.fs_augment.split(",")
+        try:
+            low, high = (float(p) for p in parts)
+        except ValueError:
+            raise EcgtlError(f"fs_augment must be LOW,HIGH in Hz (e.g. 50,500), got {self.fs_augment!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and FS_RANGE[0] / 2 <= low <= high <= FS_RANGE[1]):
+            raise EcgtlError(f"fs_augment {self.fs_augment!r}: need {FS_RANGE[0] / 2:g} <= LOW <= HIGH <= "
+                             f"{FS_RANGE[1]:g} Hz")
+        return low, high
 
 
 LABEL_SHIFTS = ("none", "prior", "em")  # see evaluation/label_shift.py
@@ -209,11 +232,18 @@ class PromoteConfig:
         return self
 
 
-AXES = ("target_fraction", "source_fraction", "fs", "domain", "leads", "objective", "init", "seed")
-SOURCE_AXES = ("source_fraction", "fs", "domain", "leads", "objective")
+AXES = ("source", "target", "target_fraction", "source_fraction", "fs", "target_fs", "domain", "leads", "objective",
+        "fs_augment", "label_shift", "init", "seed")
+SOURCE_AXES = ("source", "source_fraction", "fs", "domain", "leads", "objective", "fs_augment")
 INITS = ("pretrained", "scratch")  # the default init axis; any of REGISTERED (linear_probe, ...) on request
 AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12",
                  "objective": "supervised"}
+# Axes a cell has only where its grid names them (else None: the sizing's data, the stage defaults). `source`,
+# `target`: dataset specs; `target_fs`: the rate target records arrive at (`data.record_fs`); `fs_augment`:
+# `off` or `LOW,HIGH` (`pretrain.fs_augment`); `label_shift`: `finetune.label_shift` (pretrained cells reuse
+# the source head where it is named, so that the source priors are there to correct).
+OPTIONAL_AXES = ("source", "target", "target_fs", "fs_augment", "label_shift")
+FS_AUGMENT_OFF = "off"
 
 PRESETS: dict[str, dict[str, tuple]] = {
     "exp1-target-fraction": {"target_fraction": (1.0, 0.5, 0.25, 0.1, 0.05)},
@@ -225,6 +255,11 @@ PRESETS: dict[str, dict[str, tuple]] = {
 }
 # Beyond the seed study (not part of `all`): pretraining objective x init, with the frozen baselines.
 EXTRA_PRESETS: dict[str, dict[str, tuple]] = {
+    "label-shift": {"label_shift": FINETUNE_LABEL_SHIFTS, "target_fraction": (1.0, 0.1)},
+    "exp3-rate-shift": {"fs": (100.0,), "target_fs": (50.0, 100.0, 250.0, 500.0),
+                        "fs_augment": (FS_AUGMENT_OFF, "50,500")},
+    # every source -> target pair: `--sources` and `--targets` name them (default: the sizing's, two of each)
+    "transfer-matrix": {},
     "pretraining-objectives": {"objective": OBJECTIVES, "init": ("pretrained", "linear_probe", "random_frozen",
                                                                   "scratch"),
                                "target_fraction": (1.0, 0.25, 0.1)},
@@ -272,6 +307,8 @@ class AblationConfig:
     jobs: int = 1
     storage: str = ""  # Optuna storage URL shared by workers on several machines
     study_name: str = ""
+    sources: str = ""  # the `source` axis: dataset specs separated by commas (transfer-matrix)
+    targets: str = ""  # the `target` axis
 
     RANGES: ClassVar[dict[str, Range]] = {
         "seeds": Range(1, 1000), "jobs": Range(1, 1024), "pretrain_epochs": Range(0, 100_000),

@@ -5,7 +5,8 @@ more step before the usual ones: the encoder learns from `data.spec` and `extra_
 (`training/objectives.py`, logged per epoch as `ssl_loss`, `ssl_val_loss`, `val_probe_macro_auc`), then the
 head alone is fitted on `data.spec`'s labels for `probe_epochs` (a linear-probe-style head, so the registered
 model has a test report and calibration; skipped without labels). Both register `ecgtl-pretrained` with the tag
-`ecgtl.objective`.
+`ecgtl.objective`. `fs_augment` (supervised) low-passes each training crop as if it had been recorded at a
+random rate (`training/augment.rate_augment`), for models that must read records arriving at lower rates.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ecgtl.stages.common import (
     train_model,
 )
 from ecgtl.stages.configs import REGISTERED_PRETRAINED, PretrainConfig
+from ecgtl.training.augment import rate_augment
 from ecgtl.training.objectives import fit_contrastive
 
 
@@ -106,4 +108,12 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
                            n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
                            extra={"spec": config.data.spec, "objective": config.objective}, stage=runs.PRETRAIN,
                            fit_model=fit_model, evaluate=fit_model, version_tags={runs.OBJECTIVE: config.objective},
-                           pipeline=pipeline)
+                           pipeline=pipeline, augment=rate_augmentation(config))
+
+
+def rate_augmentation(config: PretrainConfig):
+    """`fs_augment="LOW,HIGH"`: each training crop as if recorded at a random rate in [LOW, HIGH] Hz."""
+    if not config.fs_augment:
+        return None
+    rates, fs = config.fs_augment_range, config.data.fs
+    return lambda x, generator: rate_augment(x, fs, rates, generator)

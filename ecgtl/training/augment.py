@@ -1,4 +1,4 @@
-"""ECG augmentations for contrastive pretraining, on model inputs [batch, leads, samples] (standardised, time
+"""ECG augmentations for contrastive pretraining (`augment`) and sampling-rate augmentation (`rate_augment`), on model inputs [batch, leads, samples] (standardised, time
 domain), each drawn per record from one `torch.Generator` (reproducible from the run's seed and epoch).
 
 The set follows Mehari & Strodthoff 2022 (Self-supervised representation learning from 12-lead ECG data; their
@@ -48,3 +48,16 @@ def augment(x: torch.Tensor, fs: float, generator: torch.Generator, config: Augm
         masked = (positions >= starts[:, None]) & (positions < starts[:, None] + width)
         out = out.masked_fill(masked[:, None, :], 0.0)
     return out
+
+
+def rate_augment(x: torch.Tensor, fs: float, rates: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """Every record of `x` [batch, leads, samples] at `fs` as if recorded at a rate drawn uniformly from `rates`
+    (Hz) and resampled back to `fs`: what that round trip keeps is the band below half the drawn rate, so each
+    record is low-passed there (an ideal filter on the crop's spectrum; rates at or above `fs` change nothing).
+    The training-time counterpart of evaluating on records that arrive at a lower rate (`data.record_fs`)."""
+    low, high = rates
+    drawn = low + (high - low) * torch.rand(x.shape[0], generator=generator)
+    spectrum = torch.fft.rfft(x, dim=-1)
+    frequencies = torch.fft.rfftfreq(x.shape[-1], d=1.0 / fs)
+    keep = frequencies[None, :] <= (drawn[:, None] / 2)
+    return torch.fft.irfft(spectrum * keep[:, None, :], n=x.shape[-1], dim=-1)

@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     system_metrics: bool = False  # log CPU, memory, GPU use to the run (needs psutil: ecgtl[system])
+    explain_examples: int = 1  # test records per class explained on the report (ecgtl/explain.py; 0: none)
 
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": Range(1, 100_000), "batch_size": Range(1, 1 << 16), "lr": Range(0, 10, low_open=True),
@@ -39,6 +40,7 @@ class TrainConfig:
         "stride_s": Range(0, 3600, low_open=True), "epochs_per_stage": Range(1, 100_000),
         "groups_per_stage": Range(1, 1000), "decay": Range(1, 1000), "head_lr_mult": Range(0, 1e4, low_open=True),
         "dropout": Range(0, 0.999), "patience": Range(0, 100_000), "seed": SEED_RANGE,
+        "explain_examples": Range(0, 1000),
     }
 
     def validate(self) -> TrainConfig:

@@ -99,13 +99,15 @@ def _weighted_bce(positive: np.ndarray, negative: np.ndarray, device: torch.devi
 def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig, pipeline: InputPipeline, *,
         train_rows: np.ndarray | None = None, checkpoint_path: Path | None = None, resume: bool = False,
         on_epoch: Callable[[EpochResult], None] | None = None, progress: bool = True,
-        stop_after_epoch: int | None = None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
+        stop_after_epoch: int | None = None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> FitResult:
     """Train `model` on `pipeline`'s inputs and return the best state by validation macro AUC.
 
     `checkpoint_path` gets a checkpoint after every epoch; with `resume`, training continues from it and
     reaches the same result as an uninterrupted run. `on_epoch` is the after-epoch hook (logging, pruning:
     it may raise to stop the run). `stop_after_epoch` ends early on purpose (for tests that simulate a kill).
     `loss_weights`: (positive, negative) weights [classes] of each label's BCE term (label-shift reweighting).
+    `augment(x, generator)` transforms each training batch, its generator seeded from (seed, epoch).
     """
     config.validate()
     device = resolve_device(config.device)
@@ -140,7 +142,10 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         if config.frozen_bn == "eval":
             freeze_batchnorm(groups, mask)
         losses = []
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch + 1)
         for x, y in pipeline.train_batches(train, rows, config.batch_size, config.seed, epoch):
+            if augment is not None:
+                x = augment(x, generator)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 loss = loss_function(model(x).float(), y)
