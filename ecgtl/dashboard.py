@@ -8,6 +8,9 @@ Pages (each says so when it has nothing to show yet, instead of drawing an empty
 - `transfer.html`: fine-tuned vs scratch learning curves over the target fraction (all finished runs, averaged
   over seeds) and the latest ablation's figures;
 - `calibration.html`: reliability before/after calibration of the latest finetune run, ECE table of all runs;
+- `transfer.html` also draws the latest `transfer-matrix` ablation's heatmaps (gain and its lower CI bound);
+- `explain.html`: an explanation example (integrated gradients on the 12-lead page) of the latest trained run
+  that has one, and its lead-importance table;
 - `tuning.html`: the latest study: validation AUC per trial by state, best trials;
 - `registry.html`: registered models, versions, aliases and promotion decisions.
 Runs are read through `ecgtl.runs` names, never raw strings.
@@ -15,6 +18,7 @@ Runs are read through `ecgtl.runs` names, never raw strings.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,7 +32,8 @@ from ecgtl.evaluation.figures import PALETTE, reliability_figure
 from ecgtl.plotting import escape, figures_to_html
 
 PAGES = (("index.html", "Overview"), ("classes.html", "Classes"), ("transfer.html", "Transfer"),
-         ("calibration.html", "Calibration"), ("tuning.html", "Tuning"), ("registry.html", "Registry"))
+         ("calibration.html", "Calibration"), ("explain.html", "Explain"), ("tuning.html", "Tuning"),
+         ("registry.html", "Registry"))
 STAGE_COLOURS = {runs.PRETRAIN: PALETTE[2], runs.FINETUNE: PALETTE[0], runs.SCRATCH: PALETTE[1]}
 
 
@@ -152,8 +157,43 @@ def classes_page(frame: pd.DataFrame) -> tuple[list[go.Figure], str]:
     return [figure], _table(wide)
 
 
-def transfer_page(frame: pd.DataFrame, ablation_run: pd.Series | None) -> tuple[list[go.Figure], str]:
-    figures, text = [], ""
+def matrix_section(matrix_run: pd.Series | None) -> tuple[list[go.Figure], str]:
+    """The heatmaps and table of a transfer-matrix ablation (none before one has run)."""
+    if matrix_run is None:
+        return [], ""
+    from ecgtl.stages.ablation_questions import matrix_figures
+
+    try:
+        matrix = pd.read_csv(tracking.download_artifact(matrix_run["run_id"], "ablation/transfer_matrix.csv"))
+    except Exception:  # an ablation whose cells have not finished has no matrix yet
+        return [], _note("The latest transfer-matrix ablation has no finished pairs yet.")
+    columns = ["source_label", "target_label", "n_shared", "n_seeds", "diff", "diff_ci_low", "diff_ci_high"]
+    return list(matrix_figures(matrix).values()), "<h2>Transfer matrix</h2>" + _table(matrix.reindex(columns=columns))
+
+
+def explain_page(frame: pd.DataFrame) -> tuple[list[go.Figure], str]:
+    from ecgtl.stages.common import EXPLANATION_EXAMPLE_FILE, LEAD_IMPORTANCE_FILE
+
+    if not frame.empty:
+        for _, row in frame.sort_values("start_time", ascending=False).iterrows():
+            try:
+                example = json.loads(Path(tracking.download_artifact(row["run_id"], EXPLANATION_EXAMPLE_FILE)).read_text())
+                table = pd.read_csv(tracking.download_artifact(row["run_id"], LEAD_IMPORTANCE_FILE))
+            except Exception:  # runs without explanations (ablation cells, explain_examples=0)
+                continue
+            from ecgtl.explain import Explanation, explanation_figures
+
+            name = row.get(runs.tag_column(runs.MLFLOW_RUN_NAME))
+            return list(explanation_figures(Explanation.from_dict(example))), (
+                f"<h2>Explanation example of {escape(str(name))}</h2>"
+                + _note("Integrated gradients of the record's logit; red pushes the class up, blue down.")
+                + "<h2>Lead importance per class (share of |attribution|, test records)</h2>" + _table(table))
+    return [], _note("No run with explanations yet (they need ecgtl[explain] and train.explain_examples > 0).")
+
+
+def transfer_page(frame: pd.DataFrame, ablation_run: pd.Series | None,
+                  matrix_run: pd.Series | None = None) -> tuple[list[go.Figure], str]:
+    figures, text = matrix_section(matrix_run)
     curves = learning_curves(frame) if not frame.empty else pd.DataFrame()
     if not curves.empty:
         figures += learning_curve_figures(curves)
@@ -242,7 +282,9 @@ def build_site(out: Path, experiment: str) -> list[Path]:
     frame = tracking.stage_runs(runs.TRAINING_STAGES)
     pages = {
         "index.html": overview_page(frame), "classes.html": classes_page(frame),
-        "transfer.html": transfer_page(frame, tracking.latest_finished_run(runs.ABLATION)), "calibration.html": calibration_page(frame),
+        "transfer.html": transfer_page(frame, tracking.latest_finished_run(runs.ABLATION),
+                                       tracking.latest_finished_run(runs.ABLATION, {runs.PRESET: "transfer-matrix"})),
+        "calibration.html": calibration_page(frame), "explain.html": explain_page(frame),
         "tuning.html": tuning_page(tracking.latest_finished_run(runs.TUNE)), "registry.html": registry_page(),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -582,11 +582,14 @@ def registered_models() -> list[dict]:
     return listed
 
 
-def latest_finished_run(stage: str):
-    """The newest FINISHED run of `stage` in the current experiment, as a row of `search_runs`, or None."""
+def latest_finished_run(stage: str, tags: dict[str, str] | None = None):
+    """The newest FINISHED run of `stage` (with these `tags`) in the current experiment, as a row of
+    `search_runs`, or None."""
     import mlflow
 
-    found = mlflow.search_runs(filter_string=f"tags.`{runs.STAGE}` = {filter_value(stage)} and attributes.status = 'FINISHED'",
+    wanted = "".join(f" and tags.`{key}` = {filter_value(value)}" for key, value in (tags or {}).items())
+    found = mlflow.search_runs(filter_string=f"tags.`{runs.STAGE}` = {filter_value(stage)}{wanted} and "
+                                             "attributes.status = 'FINISHED'",
                                order_by=["attributes.start_time DESC"], max_results=1)
     return None if found.empty else found.iloc[0]
 

@@ -36,7 +36,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    """A store with finished pretrain, finetune and scratch runs, a tiny ablation, a tiny study and a promotion."""
+    """A store with finished pretrain, finetune and scratch runs, a tiny transfer matrix and ablation, a tiny
+    study and a promotion."""
     import mlflow
 
     from ecgtl.stages.ablation import ablation
@@ -63,6 +64,9 @@ def experiment(tmp_path_factory):
                                     train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20)
         finetune(tuned, fallback_pretrain=pretrained)
         finetune(scratch_config(replace(tuned, model="xresnet1d18")))
+        ablation(AblationConfig(preset="transfer-matrix", quick=True, sources="synthetic:ptbxl?n=120&seed=1,"
+                                "synthetic:g12ec?n=120&seed=5", targets="synthetic:g12ec?n=120&seed=1",
+                                pretrain_epochs=1, finetune_epochs=1, n_bootstrap=20, seeds=1))
         ablation(AblationConfig(quick=True, source="synthetic:ptbxl?n=120&seed=1", target="synthetic:g12ec?n=120&seed=1",
                                 pretrain_epochs=1, finetune_epochs=1, n_bootstrap=20, seeds=1,
                                 axes="target_fraction=1,0.5"))
@@ -104,9 +108,13 @@ def test_every_dashboard_page_renders_plots_with_data_and_no_errors(browser, exp
         assert not errors, f"{page_file.name}: console errors {errors}"
         assert all(points > 0 for points in data), f"{page_file.name}: a plot without data ({data})"
         assert "has nothing" not in page.inner_text("body")
+        if page_file.name == "explain.html":  # the 12-lead page with its heat overlay, and the lead bars
+            assert len(data) == 2 and "Lead importance per class" in page.inner_text("body")
+        if page_file.name == "transfer.html":  # two heatmaps (gain, lower bound) and the matrix table
+            assert "Transfer matrix" in page.inner_text("body") and len(data) >= 4
         plots_seen += len(data)
         page.close()
-    assert plots_seen >= 6  # overview, classes, transfer (learning curve + ablation), calibration, tuning
+    assert plots_seen >= 9  # overview, classes, transfer (curves, ablation, matrix), calibration, explain, tuning
     runs = experiment["client"].search_runs([experiment["client"].get_experiment_by_name("site").experiment_id],
                                             "tags.`ecgtl.stage` = 'dashboard'")
     assert runs and {a.path for a in experiment["client"].list_artifacts(runs[0].info.run_id, "dashboard")} >= {

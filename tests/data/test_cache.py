@@ -158,3 +158,29 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_folder(cinc_folder, tmp
     with pytest.raises(DatasetError, match="no space left on the device for the cache of cinc"):
         prepare(PrepareConfig(spec=f"cinc:{cinc_folder}"), cache_dir=root, progress=False)
     assert not list(root.glob(".tmp-*")) and not [p for p in root.iterdir() if p.name not in ("splits",)]
+
+
+def test_record_fs_brings_records_to_that_rate_first_and_keeps_old_cache_keys(tmp_path):
+    """A 50 Hz recording read by a 100 Hz model: nothing above 25 Hz survives; record_fs=0 keys as before."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from ecgtl.data.cache import CACHE_FORMAT_VERSION, cache_key, prepare
+    from ecgtl.data.prepare_config import PrepareConfig
+
+    spec = "synthetic:g12ec?n=40&seed=1"
+    native = prepare(PrepareConfig(spec=spec), cache_dir=tmp_path, progress=False).split("train").signals
+    degraded = prepare(PrepareConfig(spec=spec, record_fs=50.0), cache_dir=tmp_path,
+                       progress=False).split("train").signals
+    assert native.shape == degraded.shape
+
+    def share_above(signals, hz):
+        power = np.abs(np.fft.rfft(np.asarray(signals), axis=-1)) ** 2
+        return power[..., np.fft.rfftfreq(signals.shape[-1], 1 / 100.0) > hz].sum() / power.sum()
+
+    assert share_above(degraded, 26.0) < 1e-3 < share_above(native, 26.0)
+    old = {k: v for k, v in asdict(PrepareConfig()).items() if k != "record_fs"}
+    payload = {**old, "fingerprint": "f", "format": CACHE_FORMAT_VERSION}
+    assert cache_key(PrepareConfig(), "f") == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    assert cache_key(PrepareConfig(record_fs=50.0), "f") != cache_key(PrepareConfig(), "f")

@@ -26,6 +26,12 @@ TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic
     ("leads", 6 * 2 * 3, 6),
     # 2 objectives x (pretrained, linear_probe) + random_frozen + scratch, x 3 fractions x 3 seeds
     ("pretraining-objectives", (2 * 2 + 2) * 3 * 3, 2),
+    # 4 corrections x 2 fractions pretrained + 2 fractions scratch, x 3 seeds; one pretraining
+    ("label-shift", (4 * 2 + 2) * 3, 1),
+    # 4 target rates x (2 augmentations pretrained + scratch) x 3 seeds; a pretraining per augmentation
+    ("exp3-rate-shift", 4 * 3 * 3, 2),
+    # 2 sources x 2 targets pretrained + 2 targets scratch, x 3 seeds; a pretraining per source
+    ("transfer-matrix", (2 * 2 + 2) * 3, 2),
 ])
 def test_presets_expand_to_the_study_grids(preset, cells, pretrainings):
     expanded = expand(AblationConfig(preset=preset, quick=True))
@@ -182,3 +188,28 @@ def test_the_pretraining_objectives_preset_pairs_every_init_with_scratch_and_eac
     objectives = {r.data.tags.get("ecgtl.objective") for r in store.search_runs(
         [experiment], "tags.`ecgtl.stage` = 'pretrain'")}
     assert objectives == {"supervised", "contrastive"}
+
+
+def test_the_open_question_presets_set_what_each_axis_promises():
+    shift = expand(AblationConfig(preset="label-shift", quick=True, seeds=1))
+    for cell in shift:
+        if cell.pretrain:  # the source head is reused so that its priors are there to correct
+            assert cell.finetune.label_shift == cell.axes["label_shift"] and cell.finetune.head == "reuse"
+        else:
+            assert cell.axes["label_shift"] is None and cell.finetune.label_shift == "none"
+    rate = expand(AblationConfig(preset="exp3-rate-shift", quick=True, seeds=1))
+    assert {(c.axes["target_fs"], c.finetune.data.record_fs) for c in rate} == {(f, f) for f in (50.0, 100.0, 250.0, 500.0)}
+    assert {c.pretrain.fs_augment for c in rate if c.pretrain} == {"", "50,500"}
+    assert all(c.pretrain.data.fs == 100.0 for c in rate if c.pretrain)
+    matrix = expand(AblationConfig(preset="transfer-matrix", quick=True, seeds=1,
+                                   sources="synthetic:ptbxl?n=80&rates=100,500,synthetic:g12ec?n=60",
+                                   targets="synthetic:g12ec?n=50|synthetic:ptbxl?n=70&noise=0"))
+    pairs = {(c.pretrain.data.spec, c.finetune.data.spec) for c in matrix if c.pretrain}
+    assert pairs == {(s, t) for s in ("synthetic:ptbxl?n=80&rates=100,500", "synthetic:g12ec?n=60")
+                     for t in ("synthetic:g12ec?n=50", "synthetic:ptbxl?n=70&noise=0")}
+    assert {c.finetune.data.spec for c in matrix if not c.pretrain} == {t for _, t in pairs}
+    assert len({repr(c.pretrain) for c in matrix if c.pretrain}) == 2  # shared by reuse key per source
+    for bad, message in (("label_shift=bayes", "label_shift values"), ("target_fs=10", "target_fs"),
+                         ("fs_augment=500,50", "fs_augment"), ("source=nosuch:x", "not a dataset spec")):
+        with pytest.raises(EcgtlError, match=message):
+            parse_axes(bad)
