@@ -9,6 +9,11 @@ XResNet1d18):
 - `leads` + attributions: the leads ablation's per-class AUC with the limb or the precordial leads alone, beside
   the share of integrated-gradient attribution a 12-lead model gives the limb leads for that class (its test
   positives on the target). Do attributions and ablations agree? A Spearman correlation over classes answers.
+- `label-shift-real` (real ECGs, when `../shared/ecg-samples/ptbxl-real-1819` is there): a model trained on folds
+  1-8 of the real PTB-XL subset (superdiagnostic, 5 classes), its fold-10 test records resampled with
+  replacement so that one class's prior doubles or halves (p(x | y) kept: a pure label shift, built on real
+  records); EM's estimate of the shifted priors from the outputs alone against assuming no shift, and what
+  `prior` / `em` do to ECE, Brier and F1 at the stored thresholds (20 resamplings per shift).
 
     python benchmarks/bench_open_questions.py [--parts label-shift,exp3-rate-shift,transfer-matrix,leads] [--out DIR]
 
@@ -18,6 +23,7 @@ Every figure is printed beside what it is compared with; the ablation summaries 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -29,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from _store import use_out_folder  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-PARTS = ("label-shift", "exp3-rate-shift", "transfer-matrix", "leads")
+PARTS = ("label-shift", "exp3-rate-shift", "transfer-matrix", "leads", "label-shift-real")
+REAL = ROOT.parent / "shared" / "ecg-samples" / "ptbxl-real-1819"
 SECTIONS = {"label-shift": "## label shift", "exp3-rate-shift": "## sampling-rate shift",
             "transfer-matrix": "## transfer matrix", "leads": "## leads"}
 
@@ -95,6 +102,64 @@ def attributions_against_ablation(results: dict) -> str:
     return "\n".join(lines)
 
 
+def label_shift_on_real_records(data: Path, resamplings: int = 20, n: int = 2000) -> str:
+    """EM on a real model's calibrated outputs, under label shifts constructed by resampling real test records."""
+    from ecgtl import runs, tracking
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.dataset import valid_lengths
+    from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
+    from ecgtl.evaluation.label_shift import correction_for
+    from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
+    from ecgtl.inference import load_bundle
+    from ecgtl.stages.configs import DataConfig, PretrainConfig
+    from ecgtl.stages.pretrain import pretrain
+    from ecgtl.stages.reuse import reuse_or_run
+    from ecgtl.training.config import TrainConfig
+
+    config = PretrainConfig(data=DataConfig(spec=f"ptbxl:{data}", label_set="superdiagnostic", scaling="record"),
+                            model="xresnet1d18", train=TrainConfig(epochs=10, batch_size=64, explain_examples=0),
+                            n_bootstrap=200)
+    result = reuse_or_run(runs.PRETRAIN, config, lambda: pretrain(config, register=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        model, info = load_bundle(tracking.download_model(f"runs:/{result.run_id}/model", Path(tmp)))
+    prepared = prepare(config.data.prepare_config())
+    test = prepared.split("test")
+    logits = info.input_pipeline().predict_logits(model, test.signals, valid_lengths(test))
+    calibrated = calibrated_probabilities(logits, calibrator_from_dict(info.calibrator))
+    stored = StoredCalibration.from_bundle(info.calibrator, info.thresholds)
+    source = np.asarray(info.train_priors)
+    rng = np.random.default_rng(0)
+    lines = ["## label shift on real records (PTB-XL subset, folds 1-8 -> resampled fold 10, superdiagnostic)", "",
+             f"Test fold: {len(test)} records; each row: {resamplings} resamplings of {n} records.", "",
+             "| shifted class | prior: train → shifted | mean abs prior error: no shift | EM | ECE raw none → prior → em "
+             "| Brier none → em | macro F1 none → em |", "|---|---|---|---|---|---|---|"]
+    for j, name in enumerate(prepared.classes):
+        for factor in (2.0, 0.5):
+            wanted = float(np.clip(source[j] * factor, 0.02, 0.9))
+            y = test.labels[:, j]
+            weights = np.where(y == 1, wanted / max(y.mean(), 1e-6), (1 - wanted) / max(1 - y.mean(), 1e-6))
+            errors, em_errors, metrics = [], [], {"none": [], "prior": [], "em": []}
+            for _ in range(resamplings):
+                rows = rng.choice(len(test), size=n, replace=True, p=weights / weights.sum())
+                truth = test.labels[rows].mean(axis=0)
+                found = correction_for("em", source, probabilities=calibrated[rows])
+                errors.append(np.abs(source - truth).mean())
+                em_errors.append(np.abs(found.target - truth).mean())
+                for method, correction in (("none", None), ("prior", correction_for("prior", source, target=truth)),
+                                           ("em", found)):
+                    report = evaluate_predictions(None, None, test.labels[rows], logits[rows], prepared.classes,
+                                                  n_bootstrap=1, stored=stored, correction=correction,
+                                                  with_figures=False)
+                    metrics[method].append([report.metrics[k] for k in ("test_ece", "test_brier", "test_macro_f1")])
+            mean = {k: np.mean(v, axis=0) for k, v in metrics.items()}
+            lines.append(f"| {name} ×{factor:g} | {source[j]:.3f} → {np.mean([wanted]):.3f} | {np.mean(errors):.4f} | "
+                         f"{np.mean(em_errors):.4f} | {mean['none'][0]:.4f} → {mean['prior'][0]:.4f} → "
+                         f"{mean['em'][0]:.4f} | {mean['none'][1]:.4f} → {mean['em'][1]:.4f} | "
+                         f"{mean['none'][2]:.3f} → {mean['em'][2]:.3f} |")
+    lines += ["", "Goal: EM's prior error below the no-shift error (it recovers the shift from outputs alone)."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default=",".join(PARTS))
@@ -104,6 +169,13 @@ def main() -> None:
     use_out_folder(args.out)
     report = []
     for part in args.parts.split(","):
+        if part == "label-shift-real":
+            if (REAL / "ptbxl_database.csv").exists():
+                os.environ["MLFLOW_EXPERIMENT_NAME"] = "open-questions-real"
+                report.append(label_shift_on_real_records(REAL))
+            else:
+                print(f"{REAL}: not found; skipping the real-data part", file=sys.stderr)
+            continue
         results = run_preset(part, args.seeds)
         text = attributions_against_ablation(results) if part == "leads" else section(results["summary"],
                                                                                          SECTIONS[part])

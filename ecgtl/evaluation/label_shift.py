@@ -85,6 +85,22 @@ class Correction:
     source: np.ndarray  # [classes]
     target: np.ndarray  # [classes]
     iterations: int = 0
+    converged: bool = True
+
+    def warning(self) -> str | None:
+        """Why an EM estimate should not be trusted (None when there is no such sign): it did not converge, or
+        it ran to the bounds. Both happen when the outputs are not calibrated on the target records: a shift
+        of p(x | y) (other devices, amplitudes, noise), which breaks EM's one assumption."""
+        if self.method != "em":
+            return None
+        at_bounds = int(np.sum((self.target <= PRIOR_EPS * 1.01) & (self.source > 10 * PRIOR_EPS))
+                        + np.sum(self.target >= 1 - PRIOR_EPS * 1.01))
+        if self.converged and not at_bounds:
+            return None
+        what = [] if self.converged else [f"no convergence in {self.iterations} iterations"]
+        what += [f"{at_bounds} class prior(s) driven to 0 or 1"] if at_bounds else []
+        return (f"label_shift=em: {', '.join(what)}; the model's outputs are not calibrated on these records "
+                "(more than a label shift), so the correction may hurt")
 
     @property
     def offsets(self) -> np.ndarray:
@@ -101,5 +117,5 @@ def correction_for(method: str, source: np.ndarray, *, target: np.ndarray | None
         return Correction("prior", clip_priors(source), clip_priors(target))
     if method == "em":
         found = em_priors(probabilities, source)
-        return Correction("em", clip_priors(source), found.priors, found.iterations)
+        return Correction("em", clip_priors(source), found.priors, found.iterations, found.converged)
     raise ValueError(f"unknown label-shift method {method!r}")

@@ -14,7 +14,7 @@ Metric keys are stable and identical across stages, so runs line up in MLflow's 
 | `test_macro_f1`, `test_macro_precision`, `test_macro_recall` | at per-class thresholds maximising F1 on val (or the stored thresholds) |
 | `test_challenge_score` | the official CinC challenge metric: the model outputs every scored class of the weights table (`cinc2020`, `cinc2021` label sets) |
 | `test_challenge_score_partial` | the same formula over only the scored classes the model has (e.g. 8 of shared18; no normal class, so the reference outputs nothing): not comparable to challenge results |
-| `test_prior_source_<CLASS>`, `test_prior_target_<CLASS>`, `test_label_shift_em_iterations` | with a label-shift correction (`label_shift.py`): the priors it moved between; every other key is then of the corrected outputs (per-class AUC unchanged by construction) |
+| `test_prior_source_<CLASS>`, `test_prior_target_<CLASS>`, `test_label_shift_em_iterations`, `test_label_shift_em_converged` | with a label-shift correction (`label_shift.py`): the priors it moved between; every other key is then of the corrected outputs (per-class AUC unchanged by construction) |
 | `test_n_records`, `test_n_classes_evaluated`, `test_n_classes_in_macro`, `test_bootstrap_resamples` | context: classes with a defined AUC, classes the macro averages (per-epoch `val_macro_auc` is logged by training) |
 
 Calibration is fitted on validation logits, or taken as stored with a model (`StoredCalibration`: the
@@ -52,7 +52,8 @@ def metric_class_name(name: str) -> str:
 
 def prior_metrics(split: str, classes: Sequence[str], correction: Correction) -> dict[str, float]:
     """The priors a label-shift correction moved between, per class (and EM's iterations)."""
-    out = {f"{split}_label_shift_em_iterations": float(correction.iterations)} if correction.method == "em" else {}
+    out = {f"{split}_label_shift_em_iterations": float(correction.iterations),
+           f"{split}_label_shift_em_converged": float(correction.converged)} if correction.method == "em" else {}
     for name, source, target in zip(classes, correction.source, correction.target, strict=True):
         out[f"{split}_prior_source_{metric_class_name(name)}"] = float(source)
         out[f"{split}_prior_target_{metric_class_name(name)}"] = float(target)

@@ -293,10 +293,13 @@ def _rgba(hex_colour: str, alpha: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ summary
-def summary_markdown(frame: pd.DataFrame, aggregated: pd.DataFrame, gains: pd.DataFrame, preset: str) -> str:
-    finished = int((frame["status"] == "finished").sum())
-    lines = [f"# Ablation `{preset}`", "", f"{finished} of {len(frame)} cells finished."]
-    failed = frame[frame["status"] != "finished"]
+def summary_markdown(frame: pd.DataFrame, aggregated: pd.DataFrame, gains: pd.DataFrame, preset: str, *,
+                     all_cells: pd.DataFrame | None = None) -> str:
+    """`frame`: the cells of the seed study's comparison (`classic_view`); `all_cells`: every cell (the count)."""
+    every = frame if all_cells is None else all_cells
+    finished = int((every["status"] == "finished").sum())
+    lines = [f"# Ablation `{preset}`", "", f"{finished} of {len(every)} cells finished."]
+    failed = every[every["status"] != "finished"]
     if not failed.empty:
         lines.append(f"{len(failed)} did not ({'; '.join(sorted(set(failed['error'].astype(str))))[:500]}): re-run the "
                      "same command to retry them.")
@@ -360,7 +363,8 @@ def log_results(results: dict, config) -> None:
     classic = {name: classic_view(results[name]) if not results[name].empty else results[name]
                for name in ("aggregate", "paired")}
     results["figures"] = build_figures(classic_view(frame), classic["aggregate"], results["pretraining"], predictions)
-    results["summary"] = summary_markdown(classic_view(frame), classic["aggregate"], classic["paired"], config.preset)
+    results["summary"] = summary_markdown(classic_view(frame), classic["aggregate"], classic["paired"], config.preset,
+                                          all_cells=frame)
     results["contrasts"] = questions.contrasts(frame, predictions, n_resamples)
     results["matrix"] = questions.transfer_matrix(frame, results["paired"], config.sizing())
     results["figures"].update(questions.matrix_figures(results["matrix"]))

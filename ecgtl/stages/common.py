@@ -6,7 +6,7 @@ fastai's `fine_tune`:
     fitted   = fit_step(model, prepared, rows, config.train, pipeline, run_id)       # per-epoch metrics
     scores   = score_step(model, pipeline, prepared)                                 # val/test logits
     report   = report_step(scores, prepared, n_bootstrap, seed)                      # metrics, figures, logits
-    explain_step(model, pipeline, prepared, per_class)                               # attributions (explain.py)
+    explain_step(model, pipeline, test, classes, per_class)                          # attributions (explain.py)
     uri      = bundle_step(model, pipeline, report, prepared, ...)                   # pyfunc model of the run
     version  = tracking.register(uri, name)                                          # only when asked
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from ecgtl import model_card, runs, serving, timing, tracking
 from ecgtl.config import reuse_key
-from ecgtl.data.cache import PreparedData, prepare
+from ecgtl.data.cache import PreparedData, SplitData, prepare
 from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.labels import snomed_codes_of
 from ecgtl.data.lineage import CONTEXTS, SplitDataset, TrainingRecords
@@ -184,9 +184,10 @@ def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: 
     return report
 
 
-def explain_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData, per_class: int) -> None:
-    """Explain `per_class` test records of every class with positives (ecgtl/explain.py) and log the page, the
-    lead-importance table and the first example (for the dashboard) under `evaluation/`."""
+def explain_step(model: EcgModel, pipeline: InputPipeline, split: SplitData, classes: list[str],
+                 per_class: int) -> None:
+    """Explain `per_class` records of `split` for every class with positives there (ecgtl/explain.py) and log
+    the page, the lead-importance table and the first example (for the dashboard) under `evaluation/`."""
     if pipeline.domain != "time":
         return  # an FFT input has no per-sample attribution to draw
     try:
@@ -194,10 +195,9 @@ def explain_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedDat
     except ImportError:  # captum is the optional extra ecgtl[explain]
         print("no explanations on the report: pip install 'ecgtl[explain]' (Captum)", file=sys.stderr)
         return
-    test = prepared.split("test")
-    examples = explain.class_examples(model, pipeline, test.signals, test.labels, list(prepared.classes),
-                                      per_class=per_class, lengths=valid_lengths(test),
-                                      record_ids=list(test.index["record_id"]))
+    examples = explain.class_examples(model, pipeline, split.signals, split.labels, list(classes),
+                                      per_class=per_class, lengths=valid_lengths(split),
+                                      record_ids=list(split.index["record_id"]))
     if not examples:
         return
     tracking.log_text(explain.explanations_page(examples, "ecgtl: which leads and beats drive each class"),
@@ -266,7 +266,7 @@ def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data:
         report = report_step(scores, prepared, n_bootstrap, train_config.seed)
         if train_config.explain_examples:
             with timing.phase("evaluation"):
-                explain_step(model, pipeline, prepared, train_config.explain_examples)
+                explain_step(model, pipeline, prepared.split("test"), prepared.classes, train_config.explain_examples)
     elif evaluate:
         print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
               "without an evaluation report", file=sys.stderr)

@@ -181,9 +181,11 @@ class EvaluateConfig:
     seed: int = 0
     # none, prior (to the evaluated dataset's train-split priors), em (priors estimated from the outputs)
     label_shift: str = "none"
+    explain_examples: int = TrainConfig.explain_examples  # records per class explained on the report
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": SEED_RANGE,
-                                          "seed": SEED_RANGE}
+                                          "seed": SEED_RANGE,
+                                          "explain_examples": TrainConfig.RANGES["explain_examples"]}
 
     def validate(self) -> EvaluateConfig:
         check_numbers(self)

@@ -41,7 +41,7 @@ from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.label_shift import Correction, correction_for
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
 from ecgtl.inference import load_bundle
-from ecgtl.stages.common import StageResult, split_datasets
+from ecgtl.stages.common import StageResult, explain_step, split_datasets
 from ecgtl.stages.configs import EvaluateConfig
 
 
@@ -94,6 +94,8 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     if not refit and not info.calibrator:
         raise EcgtlError(f"{config.model_uri}: the bundle holds no calibrator; pass calibration_fraction > 0")
     correction = _label_shift_correction(config, info, prepared, logits[report_on])
+    if correction is not None and correction.warning():
+        print(f"warning: {correction.warning()}", file=sys.stderr)
     report = evaluate_predictions(
         labels[calibrate_on] if refit else None, logits[calibrate_on] if refit else None,
         labels[report_on], logits[report_on], info.classes, n_bootstrap=config.n_bootstrap, seed=config.seed,
@@ -113,4 +115,6 @@ def evaluate(config: EvaluateConfig) -> StageResult:
                                              context=CONTEXTS["test"]))
         tracking.log_evaluation_report(report)
         tracking.log_predictions(config.split, reported_ids, labels[report_on], logits[report_on])
+        if config.explain_examples:
+            explain_step(model, pipeline, parts[0], info.classes, config.explain_examples)
     return StageResult(run_id, config.model_uri, None, report.metrics)

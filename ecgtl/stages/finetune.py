@@ -185,6 +185,8 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
                                runs.MLFLOW_RUN_NAME: run_name(stage, start.architecture, config.data, config.train.seed,
                                                               axes)})
         plan = label_shift_plan(config, start, prepared, rows)
+        if plan.correction is not None and plan.correction.warning():
+            print(f"warning: {plan.correction.warning()}", file=sys.stderr)
         if plan.correction is not None:
             tracking.set_tags({runs.LABEL_SHIFT: config.label_shift})
             tracking.log_epoch(0, prior_metrics("train", prepared.classes, plan.correction))

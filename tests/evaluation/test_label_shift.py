@@ -88,3 +88,14 @@ def test_correction_leaves_auc_and_moves_calibration_and_f1():
     assert em.metrics["test_label_shift_em_iterations"] >= 2
     np.testing.assert_allclose(per_class_auc(y_test, test_logits + prior_offsets(SOURCE, TARGET)),
                                per_class_auc(y_test, test_logits))
+
+
+def test_em_warns_when_the_outputs_are_not_calibrated_on_the_target():
+    """Outputs inflated on the target (a covariate shift, not a label shift) drive EM to the bounds: the
+    correction says so; on calibrated outputs it says nothing."""
+    _, x = sample(TARGET, 5000, seed=6)
+    calibrated = correction_for("em", SOURCE, probabilities=posterior_under(SOURCE, x))
+    assert calibrated.converged and calibrated.warning() is None
+    inflated = correction_for("em", SOURCE, probabilities=expit(logit(posterior_under(SOURCE, x)) + 3.0))
+    assert inflated.warning() is not None and "not calibrated" in inflated.warning()
+    assert prior_offsets(SOURCE, inflated.target).max() > 3.0  # what it would do: a large, wrong move
