@@ -3,6 +3,8 @@ data: the embedded generator; PTB-XL layout 800 records as source, Georgia layou
 XResNet1d18):
 
 - `label-shift`: finetune.label_shift none / prior / em / reweight x target fraction (1, 0.1);
+- `label-shift-evaluate`: the preset's pretrained (synthetic PTB-XL) model evaluated on synthetic Georgia's test
+  split with `label_shift` none / prior / em (no fine-tuning: the source-target mismatch as it is);
 - `exp3-rate-shift`: pretraining at 100 Hz with and without `fs_augment=50,500`, target records arriving at
   50 / 100 / 250 / 500 Hz (resampled to the model's 100 Hz);
 - `transfer-matrix`: two sources x two targets (the default matrix: each layout, another seed without noise);
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from _store import use_out_folder  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-PARTS = ("label-shift", "exp3-rate-shift", "transfer-matrix", "leads", "label-shift-real")
+PARTS = ("label-shift", "label-shift-evaluate", "exp3-rate-shift", "transfer-matrix", "leads", "label-shift-real")
 REAL = ROOT.parent / "shared" / "ecg-samples" / "ptbxl-real-1819"
 SECTIONS = {"label-shift": "## label shift", "exp3-rate-shift": "## sampling-rate shift",
             "transfer-matrix": "## transfer matrix", "leads": "## leads"}
@@ -99,6 +101,29 @@ def attributions_against_ablation(results: dict) -> str:
     if rho is not None:
         lines.append(f"Spearman rho (limb share vs limb − precordial AUC) over {len(shares)} classes: "
                      f"{rho.statistic:+.2f} (p {rho.pvalue:.3f}); goal: positive (attributions and ablations agree).")
+    return "\n".join(lines)
+
+
+def evaluate_with_corrections() -> str:
+    """The label-shift preset's source model on the target's test split: none, prior, em."""
+    from ecgtl import runs
+    from ecgtl.stages.ablation import expand
+    from ecgtl.stages.configs import QUICK, AblationConfig, EvaluateConfig
+    from ecgtl.stages.evaluate import evaluate
+    from ecgtl.stages.reuse import finished_run
+
+    pretraining = next(c.pretrain for c in expand(AblationConfig(preset="label-shift", quick=True, seeds=1))
+                       if c.pretrain)
+    run_id = finished_run(runs.PRETRAIN, pretraining)
+    lines = ["## label shift at evaluation (source model on the target's test split, no fine-tuning)", "",
+             "| label_shift | macro AUC | micro AUC | ECE raw | ECE (stored temperature) | Brier | macro F1 | EM converged |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method in ("none", "prior", "em"):
+        k = evaluate(EvaluateConfig(model_uri=f"runs:/{run_id}/model", spec=QUICK.target, label_shift=method,
+                                    n_bootstrap=200, explain_examples=0)).metrics
+        converged = {1.0: "yes", 0.0: "no"}.get(k.get("test_label_shift_em_converged"), "–")
+        lines.append(f"| {method} | {k['test_macro_auc']:.4f} | {k['test_micro_auc']:.4f} | {k['test_ece']:.4f} | "
+                     f"{k['test_ece_temperature']:.4f} | {k['test_brier']:.4f} | {k['test_macro_f1']:.3f} | {converged} |")
     return "\n".join(lines)
 
 
@@ -175,6 +200,9 @@ def main() -> None:
                 report.append(label_shift_on_real_records(REAL))
             else:
                 print(f"{REAL}: not found; skipping the real-data part", file=sys.stderr)
+            continue
+        if part == "label-shift-evaluate":
+            report.append(evaluate_with_corrections())
             continue
         results = run_preset(part, args.seeds)
         text = attributions_against_ablation(results) if part == "leads" else section(results["summary"],

@@ -112,8 +112,6 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
     """
     classes = tuple(classes)
     y_test, logits_test = m.validate(y_test, logits_test, "test logits")
-    offsets = np.zeros(len(classes)) if correction is None else correction.offsets
-    uncorrected_logits, logits_test = logits_test, logits_test + offsets[None, :]
     if y_val is None:
         if stored is None:
             raise m.EvaluationError("evaluation needs validation logits to fit calibration, or a stored calibration")
@@ -124,6 +122,8 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
             raise m.EvaluationError(f"{len(classes)} class names for {y_val.shape[1]} validation columns")
     if y_test.shape[1] != len(classes):
         raise m.EvaluationError(f"{len(classes)} class names for {y_test.shape[1]} test columns")
+    offsets = np.zeros(len(classes)) if correction is None else correction.offsets
+    uncorrected_logits, logits_test = logits_test, logits_test + offsets[None, :]
     make_calibrator(primary_calibration)  # fail early on an unknown name
     skipped = m.skipped_classes(y_test, classes)
     left_out = m.left_out_classes(y_test, classes)
