@@ -106,7 +106,7 @@ def attributions_against_ablation(results: dict) -> str:
 
 def evaluate_with_corrections() -> str:
     """The label-shift preset's source model on the target's test split: none, prior, em."""
-    from ecgtl import runs
+    from ecgtl import runs, tracking
     from ecgtl.stages.ablation import expand
     from ecgtl.stages.configs import QUICK, AblationConfig, EvaluateConfig
     from ecgtl.stages.evaluate import evaluate
@@ -114,6 +114,7 @@ def evaluate_with_corrections() -> str:
 
     pretraining = next(c.pretrain for c in expand(AblationConfig(preset="label-shift", quick=True, seeds=1))
                        if c.pretrain)
+    tracking.configure()
     run_id = finished_run(runs.PRETRAIN, pretraining)
     lines = ["## label shift at evaluation (source model on the target's test split, no fine-tuning)", "",
              "| label_shift | macro AUC | micro AUC | ECE raw | ECE (stored temperature) | Brier | macro F1 | EM converged |",

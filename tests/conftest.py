@@ -218,6 +218,20 @@ def use_mlflow_store(patch: pytest.MonkeyPatch, folder: Path, experiment: str, c
     return uri
 
 
+def store_trained_once(factory: pytest.TempPathFactory, experiment: str, build):
+    """A fresh store (and cache) in a new folder, `build()` run against it once (a module fixture's training);
+    returns (folder, what build returned). Tests then take copies (`use_store_copy`) or read it."""
+    import mlflow
+
+    folder = factory.mktemp(experiment)
+    with pytest.MonkeyPatch.context() as patch:
+        use_mlflow_store(patch, folder, experiment, cache=True)
+        built = build()
+        if mlflow.active_run():
+            mlflow.end_run()
+    return folder, built
+
+
 def copy_store(prepared: Path, folder: Path) -> Path:
     """A private copy of a prepared store (its `mlflow.db`, `mlruns/` and any other files) in `folder`.
 

@@ -111,8 +111,10 @@ def questions_markdown(aggregated: pd.DataFrame, gains: pd.DataFrame, contrast: 
                          f"{gain_text(pd.DataFrame([row]))} | " + " | ".join(
                              f"{row.get(k, np.nan):+.4f}" for k in ("d_ece", "d_ece_temperature", "d_brier", "d_f1"))
                          + " |")
-        lines += ["", "A pure bias shift cannot change a class's AUC (`prior`, `em`); `reweight` trains differently, "
-                  "so its AUC can move. Calibrated columns refit on the target's validation split."]
+        lines += ["", "In fine-tuning, `prior` and `em` move the reused head's bias before training and `reweight` "
+                  "changes the loss, so all three can move the AUC (only a bias shift of fixed outputs, as "
+                  "`ecgtl evaluate --label_shift` applies, cannot). Calibrated columns refit on the target's "
+                  "validation split."]
     if not contrast.empty and (contrast["axis"] == "fs_augment").any():
         lines += ["", "## sampling-rate shift (records arriving at target_fs, model at its own rate)", "",
                   "| target_fs | fs_augment | AUC (mean ± sd) | augmented − not [95% CI] | pretrained − scratch [95% CI] |",

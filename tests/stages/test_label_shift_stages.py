@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import use_mlflow_store, use_store_copy
+from conftest import store_trained_once, use_store_copy
 
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import metric_class_name
@@ -17,17 +17,11 @@ TARGET = "synthetic:g12ec?n=80&seed=2"
 
 @pytest.fixture(scope="module")
 def prepared_store(tmp_path_factory):
-    import mlflow
-
     from ecgtl.stages.pretrain import pretrain
 
-    folder = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as patch:
-        use_mlflow_store(patch, folder, "label-shift", cache=True)
-        pretrain(PretrainConfig(data=DataConfig(spec="synthetic:ptbxl?n=120&seed=1"), model="xresnet1d18",
-                                train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20))
-        if mlflow.active_run():
-            mlflow.end_run()
+    folder, _ = store_trained_once(tmp_path_factory, "label-shift", lambda: pretrain(PretrainConfig(
+        data=DataConfig(spec="synthetic:ptbxl?n=120&seed=1"), model="xresnet1d18",
+        train=TrainConfig(epochs=1, batch_size=32), n_bootstrap=20)))
     return folder
 
 
