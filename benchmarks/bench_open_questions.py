@@ -117,14 +117,17 @@ def evaluate_with_corrections() -> str:
     tracking.configure()
     run_id = finished_run(runs.PRETRAIN, pretraining)
     lines = ["## label shift at evaluation (source model on the target's test split, no fine-tuning)", "",
-             "| label_shift | macro AUC | micro AUC | ECE raw | ECE (stored temperature) | Brier | macro F1 | EM converged |",
+             "| label_shift | macro AUC | micro AUC | ECE raw | ECE calibrated (calibrator) | Brier | macro F1 | "
+             "EM converged |",
              "|---|---|---|---|---|---|---|---|"]
     for method in ("none", "prior", "em"):
         k = evaluate(EvaluateConfig(model_uri=f"runs:/{run_id}/model", spec=QUICK.target, label_shift=method,
                                     n_bootstrap=200, explain_examples=0)).metrics
         converged = {1.0: "yes", 0.0: "no"}.get(k.get("test_label_shift_em_converged"), "–")
+        calibrator = "platt" if "test_ece_platt" in k else "temperature"
         lines.append(f"| {method} | {k['test_macro_auc']:.4f} | {k['test_micro_auc']:.4f} | {k['test_ece']:.4f} | "
-                     f"{k['test_ece_temperature']:.4f} | {k['test_brier']:.4f} | {k['test_macro_f1']:.3f} | {converged} |")
+                     f"{k[f'test_ece_{calibrator}']:.4f} ({calibrator}) | {k['test_brier']:.4f} | "
+                     f"{k['test_macro_f1']:.3f} | {converged} |")
     return "\n".join(lines)
 
 
@@ -133,7 +136,7 @@ def label_shift_on_real_records(data: Path, resamplings: int = 20, n: int = 2000
     from ecgtl import runs, tracking
     from ecgtl.data.cache import prepare
     from ecgtl.data.dataset import valid_lengths
-    from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
+    from ecgtl.evaluation.calibration import calibrated_probabilities
     from ecgtl.evaluation.label_shift import correction_for
     from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
     from ecgtl.inference import load_bundle
@@ -151,13 +154,13 @@ def label_shift_on_real_records(data: Path, resamplings: int = 20, n: int = 2000
     prepared = prepare(config.data.prepare_config())
     test = prepared.split("test")
     logits = info.input_pipeline().predict_logits(model, test.signals, valid_lengths(test))
-    calibrated = calibrated_probabilities(logits, calibrator_from_dict(info.calibrator))
-    stored = StoredCalibration.from_bundle(info.calibrator, info.thresholds)
+    calibrated = calibrated_probabilities(logits, info.em_calibrator())
+    stored = StoredCalibration.from_bundle(info.posterior_calibrator, info.thresholds)
     source = np.asarray(info.train_priors)
     rng = np.random.default_rng(0)
     lines = ["## label shift on real records (PTB-XL subset, folds 1-8 -> resampled fold 10, superdiagnostic)", "",
              f"Test fold: {len(test)} records; each row: {resamplings} resamplings of {n} records.", "",
-             "| shifted class | prior: train → shifted | mean abs prior error: no shift | EM | ECE raw none → prior → em "
+             "| shifted class | prior: train → shifted | mean abs prior error: no shift | EM | ECE (Platt) none → prior → em "
              "| Brier none → em | macro F1 none → em |", "|---|---|---|---|---|---|---|"]
     for j, name in enumerate(prepared.classes):
         for factor in (2.0, 0.5):
@@ -176,7 +179,8 @@ def label_shift_on_real_records(data: Path, resamplings: int = 20, n: int = 2000
                     report = evaluate_predictions(None, None, test.labels[rows], logits[rows], prepared.classes,
                                                   n_bootstrap=1, stored=stored, correction=correction,
                                                   with_figures=False)
-                    metrics[method].append([report.metrics[k] for k in ("test_ece", "test_brier", "test_macro_f1")])
+                    metrics[method].append([report.metrics[k] for k in (f"test_ece_{stored.calibrator.method}",
+                                                                        "test_brier", "test_macro_f1")])
             mean = {k: np.mean(v, axis=0) for k, v in metrics.items()}
             lines.append(f"| {name} ×{factor:g} | {source[j]:.3f} → {np.mean([wanted]):.3f} | {np.mean(errors):.4f} | "
                          f"{np.mean(em_errors):.4f} | {mean['none'][0]:.4f} → {mean['prior'][0]:.4f} → "

@@ -34,6 +34,14 @@ class BundleInfo:
     extra: dict = field(default_factory=dict)
     training: list[dict] = field(default_factory=list)  # TrainingRecords.to_dict() per dataset (leak guards)
     train_priors: list[float] | None = None  # positives per class in the training rows (label-shift source)
+    # Per-class Platt scaling fitted on the same validation split: a slope *and a bias* per class, the
+    # bias-corrected calibration EM needs (Alexandari et al. 2020); None in bundles logged before it.
+    posterior_calibrator: dict | None = None
+
+    def em_calibrator(self):
+        """The calibrator whose posteriors EM reads: the bias-corrected one, else the stored primary one."""
+        chosen = self.posterior_calibrator or self.calibrator
+        return calibrator_from_dict(chosen) if chosen else None
 
     @property
     def fs(self) -> float:

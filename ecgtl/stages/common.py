@@ -46,6 +46,7 @@ from ecgtl.training.config import TrainConfig
 from ecgtl.training.loop import EpochResult, FitResult, fit
 
 EXPLANATIONS_PAGE = "evaluation/explanations.html"
+EM_CALIBRATION = "platt"  # stored for label_shift=em: a per-class bias as well as a slope
 LEAD_IMPORTANCE_FILE = "evaluation/lead_importance.csv"
 EXPLANATION_EXAMPLE_FILE = "evaluation/explanation_example.json"
 
@@ -219,6 +220,8 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
         architecture=model.architecture, classes=list(prepared.classes), label_set=config["label_set"],
         pipeline=pipeline.to_dict(),
         calibrator=report.calibrators[report.primary_calibration].to_dict() if report is not None else None,
+        posterior_calibrator=report.calibrators[EM_CALIBRATION].to_dict()
+        if report is not None and EM_CALIBRATION in report.calibrators else None,
         thresholds=report.thresholds.tolist() if report is not None else None, extra=extra or {},
         training=[t.to_dict() for t in [*(inherited or []), trained_on]],
         train_priors=train.labels[np.sort(rows)].mean(axis=0).tolist() if len(rows) else None,

@@ -11,6 +11,8 @@ records being scored unless asked:
 Label shift (`label_shift`, evaluation/label_shift.py): the model's outputs moved from its training priors
 (stored in the bundle) to the evaluated dataset's, after the stored calibration: `prior` takes them from the
 evaluated dataset's training split, `em` estimates them from the outputs alone (a target without labels).
+Both read, and correct, the bias-corrected posteriors (the bundle's per-class Platt scaling, so the report's
+calibrated keys are `test_ece_platt`...): a temperature alone leaves a bias that EM would amplify.
 
 Leak guard: the bundle lists the records the model (and the model it was fine-tuned from) was trained on.
 Evaluated records among them are counted (`test_n_records_seen_in_training`, tag `ecgtl.leak`) and reported;
@@ -36,7 +38,7 @@ from ecgtl.data.sources import dataset_identity
 from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
 from ecgtl.errors import EcgtlError
-from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
+from ecgtl.evaluation.calibration import calibrated_probabilities
 from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.label_shift import Correction, correction_for
 from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
@@ -59,8 +61,7 @@ def _label_shift_correction(config: EvaluateConfig, info, prepared, logits: np.n
         if not len(train) or not train.labels.any():
             raise EcgtlError(f"{config.spec}: no labelled training records for label_shift=prior; use em")
         return correction_for("prior", source, target=train.labels.mean(axis=0))
-    calibrator = calibrator_from_dict(info.calibrator)
-    return correction_for("em", source, probabilities=calibrated_probabilities(logits, calibrator))
+    return correction_for("em", source, probabilities=calibrated_probabilities(logits, info.em_calibrator()))
 
 
 def evaluate(config: EvaluateConfig) -> StageResult:
@@ -100,7 +101,9 @@ def evaluate(config: EvaluateConfig) -> StageResult:
         labels[calibrate_on] if refit else None, logits[calibrate_on] if refit else None,
         labels[report_on], logits[report_on], info.classes, n_bootstrap=config.n_bootstrap, seed=config.seed,
         challenge_weights=config.challenge_weights or None, class_codes=snomed_codes_of(info.label_set),
-        stored=None if refit else StoredCalibration.from_bundle(info.calibrator, info.thresholds),
+        stored=None if refit else StoredCalibration.from_bundle(
+            info.posterior_calibrator if correction is not None and info.posterior_calibrator else info.calibrator,
+            info.thresholds),
         correction=correction)
     reported_ids = [record_id for record_id, keep in zip(ids, report_on, strict=True) if keep]
     report.metrics["test_n_records_seen_in_training"] = float(sum(record_id in seen for record_id in reported_ids))

@@ -23,7 +23,7 @@ from ecgtl.data.dataset import valid_lengths
 from ecgtl.data.lineage import TrainingRecords
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.evaluation.calibration import calibrated_probabilities, calibrator_from_dict
+from ecgtl.evaluation.calibration import calibrated_probabilities
 from ecgtl.evaluation.label_shift import Correction, correction_for, loss_weights
 from ecgtl.evaluation.report import prior_metrics
 from ecgtl.inference import BundleInfo, load_bundle
@@ -152,8 +152,8 @@ def label_shift_plan(config: FinetuneConfig, start: StartingPoint, prepared, row
         pipeline = start.info.input_pipeline()
         ordered = np.sort(rows)
         logits = pipeline.predict_logits(start.model, train.signals[ordered], valid_lengths(train)[ordered])
-        calibrator = calibrator_from_dict(start.info.calibrator) if start.info.calibrator else None
-        correction = correction_for("em", source, probabilities=calibrated_probabilities(logits, calibrator))
+        correction = correction_for("em", source,
+                                    probabilities=calibrated_probabilities(logits, start.info.em_calibrator()))
     else:
         correction = correction_for("prior", source, target=train.labels[rows].mean(axis=0))
     if config.label_shift == "reweight":

@@ -59,6 +59,15 @@ def test_evaluate_prior_and_em_keep_auc_and_log_the_priors(store):
     for name, prior in zip(prepare(PrepareConfig(spec=TARGET)).classes, expected, strict=True):
         assert results["prior"].metrics[f"test_prior_target_{metric_class_name(name)}"] == pytest.approx(prior)
     assert results["em"].metrics["test_label_shift_em_iterations"] >= 1
+    import tempfile
+    from pathlib import Path
+
+    from ecgtl import tracking
+    from ecgtl.inference import load_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:  # EM reads the bias-corrected (per-class Platt) posteriors
+        _, info = load_bundle(tracking.download_model(base.model_uri, Path(tmp)))
+    assert info.posterior_calibrator["method"] == "platt" and len(info.train_priors) == len(info.classes)
 
 
 def test_finetune_label_shift_variants_log_their_priors_and_refuse_nonsense(store):
