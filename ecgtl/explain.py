@@ -33,10 +33,11 @@ from ecgtl.data.plot import LAYOUT_3X4, ROW_SPACING_MV, ecg_figure
 from ecgtl.data.signal import standardise_records
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import STANDARD_LEADS
-from ecgtl.pipeline import InputPipeline, usable_windows
+from ecgtl.pipeline import MAX_WINDOWS_PER_PASS, InputPipeline, usable_windows
 from ecgtl.plotting import escape, figures_to_html
 
 DEFAULT_STEPS = 32  # IG's Riemann steps; each explanation reports its completeness gap (`convergence_delta`)
+REPORT_STEPS = 16  # on every evaluation report: illustrative examples at half the cost
 
 
 class RecordLogit(nn.Module):
@@ -99,6 +100,12 @@ def lead_importance(attributions: np.ndarray) -> np.ndarray:
     return totals / totals.sum() if totals.sum() > 0 else totals
 
 
+def _steps_per_pass(steps: int, signal: np.ndarray, pipeline: InputPipeline) -> int:
+    """IG steps per forward pass: as many as keep a pass within the pipeline's window budget."""
+    windows = len(window_starts(signal.shape[-1], pipeline.crop, pipeline.stride))
+    return max(1, min(steps, MAX_WINDOWS_PER_PASS // windows))
+
+
 def explain_record(model: nn.Module, pipeline: InputPipeline, signal: np.ndarray, class_index: int, *,
                    class_name: str = "", record_id: str = "", valid_samples: int | None = None,
                    steps: int = DEFAULT_STEPS) -> Explanation:
@@ -118,7 +125,7 @@ def explain_record(model: nn.Module, pipeline: InputPipeline, signal: np.ndarray
     with torch.no_grad():
         logit = float(forward(inputs))
     attributions, delta = IntegratedGradients(forward).attribute(
-        inputs, baselines=torch.zeros_like(inputs), n_steps=steps, internal_batch_size=max(1, steps // 4),
+        inputs, baselines=torch.zeros_like(inputs), n_steps=steps, internal_batch_size=_steps_per_pass(steps, signal, pipeline),
         return_convergence_delta=True)
     return Explanation(record_id, class_name, pipeline.fs, signal, attributions[0].detach().cpu().numpy(), logit,
                        float(delta.abs().max()))
@@ -126,7 +133,7 @@ def explain_record(model: nn.Module, pipeline: InputPipeline, signal: np.ndarray
 
 def class_examples(model: nn.Module, pipeline: InputPipeline, signals: np.ndarray, labels: np.ndarray,
                    classes: list[str], *, per_class: int = 8, lengths: np.ndarray | None = None,
-                   record_ids: list[str] | None = None, steps: int = DEFAULT_STEPS) -> dict[str, list[Explanation]]:
+                   record_ids: list[str] | None = None, steps: int = REPORT_STEPS) -> dict[str, list[Explanation]]:
     """Per class with positive records: explanations of up to `per_class` of them (the first in split order)."""
     examples = {}
     for j, name in enumerate(classes):
