@@ -8,8 +8,11 @@ tagged `ecgtl.axis.<name>`. Cells never register models.
 - `fs`: pretraining and fine-tuning at the same rate (the cache resamples the records);
 - `domain`: `time` or the per-window rFFT magnitude / real / imaginary part; `leads`: any lead selection;
 - `init`: `pretrained` and `scratch` cells share data, splits and seeds (pairs for the transfer gain);
-- `seed`: fine-tuning seed (head initialisation, batches, dropout); 3 seeds by default (`seeds`).
-Scratch cells ignore `source_fraction` (they have no source). A pretraining is shared by every cell with the
+- `seed`: fine-tuning seed (head initialisation, batches, dropout); 3 seeds by default (`seeds`);
+- only where a grid names them (`OPTIONAL_AXES`): `source`, `target` (dataset specs: the transfer matrix,
+  `sources`/`targets`), `target_fs` (the rate target records arrive at), `fs_augment` (pretraining rate
+  augmentation), `label_shift` (`finetune.label_shift`; pretrained cells then reuse the source head).
+Scratch cells ignore the source axes (`source`, `source_fraction`, `objective`, `fs_augment`) and `label_shift`. A pretraining is shared by every cell with the
 same source configuration (`source_fraction`, `fs`, `domain`, `leads`; pretraining seed 0): its reuse key
 finds it, so it is never trained twice, also across re-runs.
 
