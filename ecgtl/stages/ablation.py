@@ -12,9 +12,10 @@ tagged `ecgtl.axis.<name>`. Cells never register models.
 - only where a grid names them (`OPTIONAL_AXES`): `source`, `target` (dataset specs: the transfer matrix,
   `sources`/`targets`), `target_fs` (the rate target records arrive at), `fs_augment` (pretraining rate
   augmentation), `label_shift` (`finetune.label_shift`; pretrained cells then reuse the source head).
-Scratch cells ignore the source axes (`source`, `source_fraction`, `objective`, `fs_augment`) and `label_shift`. A pretraining is shared by every cell with the
-same source configuration (`source_fraction`, `fs`, `domain`, `leads`; pretraining seed 0): its reuse key
-finds it, so it is never trained twice, also across re-runs.
+Scratch cells ignore the source axes (`source`, `source_fraction`, `objective`, `fs_augment`) and
+`label_shift`. A pretraining is shared by every cell with the same source configuration (`source_fraction`,
+`fs`, `domain`, `leads`; pretraining seed 0): its reuse key finds it, so it is never trained twice, also
+across re-runs.
 
 Reuse key of a cell: `config.reuse_key` of its finetune config, with the pretrained model's URI in it, so a
 cell is the same cell only on the same pretrained model. Re-running an ablation skips FINISHED cells and runs
