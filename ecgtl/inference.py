@@ -38,6 +38,19 @@ class BundleInfo:
     # bias-corrected calibration EM needs (Alexandari et al. 2020); None in bundles logged before it.
     posterior_calibrator: dict | None = None
 
+    def priors_for(self, classes: list[str], uri: str) -> np.ndarray:
+        """The training priors in the order of `classes` (the label-shift source); a one-line error for bundles
+        that store none or lack a class."""
+        if self.train_priors is None:
+            raise EcgtlError(f"{uri}: the bundle stores no training priors (logged before bundles kept them); "
+                             "label_shift needs them: train it again")
+        by_class = dict(zip(self.classes, self.train_priors, strict=True))
+        missing = [c for c in classes if c not in by_class]
+        if missing:
+            raise EcgtlError(f"{uri} has no prior for {', '.join(missing)}: label_shift needs these classes among "
+                             "the model's")
+        return np.array([by_class[c] for c in classes])
+
     def em_calibrator(self):
         """The calibrator whose posteriors EM reads: the bias-corrected one, else the stored primary one."""
         chosen = self.posterior_calibrator or self.calibrator

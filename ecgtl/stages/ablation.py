@@ -60,6 +60,7 @@ from ecgtl.stages.configs import (
     REGISTERED,
     SOURCE_AXES,
     AblationConfig,
+    DataConfig,
     FinetuneConfig,
     PretrainConfig,
     Sizing,
@@ -78,8 +79,7 @@ def _axis_value(axis: str, text: str):
         return text
     if axis == "target_fs":
         value = _number(axis, text)
-        if not FS_RANGE[0] / 2 <= value <= FS_RANGE[1]:
-            raise EcgtlError(f"axis target_fs: values must be {FS_RANGE[0] / 2:g}-{FS_RANGE[1]:g} Hz, got {text}")
+        DataConfig(record_fs=value).validate()  # the range data.record_fs allows
         return value
     if axis == "fs_augment":
         if text != FS_AUGMENT_OFF:

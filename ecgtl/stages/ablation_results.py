@@ -89,9 +89,6 @@ def _group_axes(frame: pd.DataFrame, *, without: tuple[str, ...]) -> list[str]:
     return [a for a in AXES if has_axis(frame, a) and a not in without]
 
 
-
-
-
 def aggregate(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataFrame:
     """Mean/sd/count over seeds per cell, and the seed-and-record bootstrap CI of the mean macro AUC."""
     done = frame[frame["status"] == "finished"]
@@ -117,10 +114,6 @@ def aggregate(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
-
-
-
-
 def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataFrame:
     """Paired differences on the same test records (same data, split, seed), averaged over seeds with a CI that
     resamples seeds and records: every init against `scratch` (`reference` = scratch), and, where objectives
@@ -130,14 +123,15 @@ def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataF
     if done.empty or "scratch" not in set(done["init"]):
         return pd.DataFrame()
     target_keys = [a for a in TARGET_KEYS if has_axis(done, a)]
-    source_keys = [*target_keys, *(a for a in (*SOURCE_AXES, "label_shift") if has_axis(done, a) and a not in target_keys)]
+    source_keys = [*target_keys, *(a for a in (*SOURCE_AXES, "label_shift")
+                                   if has_axis(done, a) and a not in target_keys)]
     scratch = done[done["init"] == "scratch"].set_index([*target_keys, "seed"])["run_id"]
     rows = []
     for init in [i for i in dict.fromkeys(done["init"]) if i != "scratch"]:
         part = done[done["init"] == init]
         keys = source_keys if init in PRETRAINED_INITS else target_keys
         rows += paired_rows(part, scratch, keys, target_keys, predictions, n_resamples,
-                             {"init": init, "reference": "scratch"})
+                            {"init": init, "reference": "scratch"})
     if "objective" in done and done["objective"].dropna().nunique() > 1:
         pretrained = done[done["init"].isin(PRETRAINED_INITS)]
         match = [*target_keys, "source_fraction", "init"]
@@ -335,8 +329,6 @@ def summary_markdown(frame: pd.DataFrame, aggregated: pd.DataFrame, gains: pd.Da
     lines += ["", "Synthetic data can show whether the platform measures these effects correctly and how a model "
               "reacts to the input it is given; it cannot say how large the effects are on real ECGs."]
     return "\n".join(lines) + "\n"
-
-
 
 
 # ------------------------------------------------------------------------------------------------ logging

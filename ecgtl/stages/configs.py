@@ -94,7 +94,7 @@ class PretrainConfig:
         for spec in filter(None, (s.strip() for s in self.extra_specs.split(","))):
             parse_spec(spec)
         if self.fs_augment:
-            low, high = self.fs_augment_range
+            self.fs_augment_range  # noqa: B018 (parses and checks the range)
             if self.objective != "supervised" or self.data.domain != "time":
                 raise EcgtlError("fs_augment low-passes time-domain crops of supervised pretraining: it needs "
                                  "objective=supervised and data.domain=time")

@@ -9,7 +9,7 @@ records being scored unless asked:
   evaluated records and reports on the rest only (so `test_n_records` drops by that part).
 
 Label shift (`label_shift`, evaluation/label_shift.py): the model's outputs moved from its training priors
-(stored in the bundle) to the evaluated dataset's, after the stored calibration: `prior` takes them from the
+(stored in the bundle) to the evaluated dataset's, after calibration: `prior` takes them from the
 evaluated dataset's training split, `em` estimates them from the outputs alone (a target without labels).
 Both read, and correct, the bias-corrected posteriors (the bundle's per-class Platt scaling, so the report's
 calibrated keys are `test_ece_platt`...): a temperature alone leaves a bias that EM would amplify.
@@ -52,10 +52,7 @@ def _label_shift_correction(config: EvaluateConfig, info, prepared, logits: np.n
     finds in the model's calibrated outputs on the evaluated records (`em`, no labels read)."""
     if config.label_shift == "none":
         return None
-    if info.train_priors is None:
-        raise EcgtlError(f"{config.model_uri}: the bundle stores no training priors (logged before ecgtl 0.4); "
-                         "label_shift needs them: train it again")
-    source = np.asarray(info.train_priors)
+    source = info.priors_for(list(info.classes), config.model_uri)
     if config.label_shift == "prior":
         train = prepared.split("train")
         if not len(train) or not train.labels.any():

@@ -127,26 +127,13 @@ class LabelShiftPlan:
     output_offsets: np.ndarray | None = None
 
 
-def source_priors(info: BundleInfo, classes: list[str], uri: str) -> np.ndarray:
-    """The pretrained model's training priors in the order of the target's `classes`."""
-    if info.train_priors is None:
-        raise EcgtlError(f"{uri}: the bundle stores no training priors (logged before ecgtl 0.4); label_shift needs "
-                         "them: pretrain again")
-    by_class = dict(zip(info.classes, info.train_priors, strict=True))
-    missing = [c for c in classes if c not in by_class]
-    if missing:
-        raise EcgtlError(f"{uri} has no prior for {', '.join(missing)}: label_shift needs the target's classes "
-                         "among the pretrained model's")
-    return np.array([by_class[c] for c in classes])
-
-
 def label_shift_plan(config: FinetuneConfig, start: StartingPoint, prepared, rows: np.ndarray) -> LabelShiftPlan:
     """`prior`/`em`: the reused head's bias is moved here, before training; `reweight`: weights and offsets for
     `train_model`. The target's priors are its training rows' (`em`: estimated from the pretrained model's
     calibrated outputs on those rows, their labels unread)."""
     if config.label_shift == "none":
         return LabelShiftPlan()
-    source = source_priors(start.info, list(prepared.classes), start.pretrained_uri)
+    source = start.info.priors_for(list(prepared.classes), start.pretrained_uri)
     train = prepared.split("train")
     if config.label_shift == "em":
         pipeline = start.info.input_pipeline()

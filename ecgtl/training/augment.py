@@ -1,5 +1,6 @@
-"""ECG augmentations for contrastive pretraining (`augment`) and sampling-rate augmentation (`rate_augment`), on model inputs [batch, leads, samples] (standardised, time
-domain), each drawn per record from one `torch.Generator` (reproducible from the run's seed and epoch).
+"""ECG augmentations for contrastive pretraining (`augment`) and sampling-rate augmentation (`rate_augment`),
+on model inputs [batch, leads, samples] (standardised, time domain), each drawn per record from one
+`torch.Generator` (reproducible from the run's seed and epoch).
 
 The set follows Mehari & Strodthoff 2022 (Self-supervised representation learning from 12-lead ECG data; their
 SimCLR transformations) with mild strengths, so that two views of a record stay the same ECG: amplitude scaling,

@@ -209,7 +209,7 @@ def test_the_open_question_presets_set_what_each_axis_promises():
                      for t in ("synthetic:g12ec?n=50", "synthetic:ptbxl?n=70&noise=0")}
     assert {c.finetune.data.spec for c in matrix if not c.pretrain} == {t for _, t in pairs}
     assert len({repr(c.pretrain) for c in matrix if c.pretrain}) == 2  # shared by reuse key per source
-    for bad, message in (("label_shift=bayes", "label_shift values"), ("target_fs=10", "target_fs"),
+    for bad, message in (("label_shift=bayes", "label_shift values"), ("target_fs=10", "record_fs"),
                          ("fs_augment=500,50", "fs_augment"), ("source=nosuch:x", "not a dataset spec")):
         with pytest.raises(EcgtlError, match=message):
             parse_axes(bad)
