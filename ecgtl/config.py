@@ -8,7 +8,7 @@ resumed run has its original parameters. It hashes what determines the result: t
 whose values differ from that class's defaults, and `REUSE_VERSION`. So adding a field whose default keeps
 the old behaviour leaves every finished run's key valid; changing what a default does must bump
 `REUSE_VERSION` (then nothing old is reused). Fields that cannot change a result (`NOT_IN_REUSE_KEY`: where
-a run shows progress, how many parallel jobs run it) are left out.
+a run shows progress, how many parallel jobs run it, how batches reach the device) are left out.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _replace(config: Any, flat: dict[str, Any]) -> Any:
 
 
 REUSE_VERSION = "2"
-NOT_IN_REUSE_KEY = frozenset({"progress", "jobs", "system_metrics", "explain_examples"})
+NOT_IN_REUSE_KEY = frozenset({"progress", "jobs", "system_metrics", "explain_examples", "device_cache", "prefetch"})
 
 
 def reuse_key(config: Any) -> str:

@@ -149,18 +149,12 @@ class InputPipeline:
                     ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """Like `train_batches`, with `n_views` independent random crops of every record in a batch (the views
         a contrastive objective compares); one view draws exactly what `train_batches` draws."""
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(rows)
         lengths = valid_lengths(split)
-        crop = self.crop
-        for start, end in batch_bounds(len(order), batch_size):
-            batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
+        for batch_rows, offsets in crop_plan(rows, lengths, self.crop, batch_size, seed, epoch, n_views):
             signals = self.records(np.asarray(split.signals[batch_rows]), lengths[batch_rows])
-            room = np.maximum(lengths[batch_rows] - crop, 0)
             views = []
-            for _ in range(n_views):
-                offsets = (rng.random(len(batch_rows)) * (room + 1)).astype(int)
-                positions = np.clip(offsets[:, None] + np.arange(crop)[None, :], 0, signals.shape[-1] - 1)
+            for view_offsets in offsets:
+                positions = np.clip(view_offsets[:, None] + np.arange(self.crop)[None, :], 0, signals.shape[-1] - 1)
                 windows = np.take_along_axis(signals, positions[:, None, :].repeat(signals.shape[1], axis=1), axis=-1)
                 views.append(torch.from_numpy(self.inputs(windows)))
             yield views, torch.from_numpy(split.labels[batch_rows].astype(np.float32))
@@ -219,6 +213,20 @@ class InputPipeline:
     def describe(self) -> str:
         return (f"{self.contract.describe()}, {self.crop_s:g} s windows "
                 f"(stride {self.stride_s:g} s, {self.aggregation})")
+
+
+def crop_plan(rows: np.ndarray, lengths: np.ndarray, crop: int, batch_size: int, seed: int, epoch: int,
+              n_views: int = 1) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """One epoch's batches as indices: (sorted rows [b], `n_views` crop starts [b] each), drawn from
+    `default_rng([seed, epoch])` (shuffle, then per batch one uniform draw per view inside each record's real
+    samples). Every input path (numpy gather from the memmap, a device-resident gather) cuts its crops from
+    this plan, so they train on the same batches."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(rows)
+    for start, end in batch_bounds(len(order), batch_size):
+        batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
+        room = np.maximum(lengths[batch_rows] - crop, 0)
+        yield batch_rows, [(rng.random(len(batch_rows)) * (room + 1)).astype(int) for _ in range(n_views)]
 
 
 def usable_windows(starts: np.ndarray, crop: int, lengths: np.ndarray) -> np.ndarray:

@@ -334,7 +334,7 @@ class AblationConfig:
                       self.probe_epochs)
 
 
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("hyperband", "successive_halving", "median", "none")
 
 
 @dataclass(frozen=True)
@@ -365,7 +365,7 @@ class TuneConfig:
     storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
     workers: int = 1
     pruner: str = "hyperband"
-    reduction_factor: int = 3  # Hyperband's; 2 and 4 pruned less or lost the best trial (benchmarks/bench_tune.py)
+    reduction_factor: int = 3  # Hyperband's and successive halving's; 2 and 4 pruned less or lost the best trial (benchmarks/bench_tune.py)
     sampler_seed: int = 0
     final: bool = True  # train the best configuration again, report on test, register a challenger
 

@@ -38,6 +38,8 @@ def make_pruner(name: str, epochs: int, reduction_factor: int = 3):
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1),
                                               reduction_factor=reduction_factor)
+    if name == "successive_halving":  # one bracket: Hyperband's most aggressive one alone
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=reduction_factor)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1, interval_steps=1)
     return optuna.pruners.NopPruner()

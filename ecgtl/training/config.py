@@ -10,6 +10,8 @@ from ecgtl.errors import EcgtlError
 from ecgtl.inputs import AGGREGATIONS
 
 SCHEDULES = ("full", "two_stage", "gradual", "chain_thaw", "frozen")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what each means: training/accelerator.py
+DEVICE_CACHES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class TrainConfig:
     patience: int = 0
     seed: int = 0
     device: str = "auto"
+    device_cache: str = "auto"  # training records resident on the device: auto (an accelerator with room), on, off
+    prefetch: int = 2  # batches a background thread prepares ahead when not resident (0: on the training thread)
+    precision: str = "auto"  # auto (bf16 on CUDA that has it, else fp16 + GradScaler; fp32 on CPU), fp32, bf16, fp16
+    compile: bool = False  # torch.compile the model for training steps
     system_metrics: bool = False  # log CPU, memory, GPU use to the run (needs psutil: ecgtl[system])
     explain_examples: int = 1  # test records per class explained on the report (ecgtl/explain.py; 0: none)
 
@@ -40,6 +46,7 @@ class TrainConfig:
         "stride_s": Range(0, 3600, low_open=True), "epochs_per_stage": Range(1, 100_000),
         "groups_per_stage": Range(1, 1000), "decay": Range(1, 1000), "head_lr_mult": Range(0, 1e4, low_open=True),
         "dropout": Range(0, 0.999), "patience": Range(0, 100_000), "seed": SEED_RANGE,
+        "prefetch": Range(0, 64),
         "explain_examples": Range(0, 1000),
     }
 
@@ -51,4 +58,8 @@ class TrainConfig:
             raise EcgtlError(f"frozen_bn must be 'eval' or 'train', got {self.frozen_bn!r}")
         if self.schedule not in SCHEDULES:
             raise EcgtlError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.device_cache not in DEVICE_CACHES:
+            raise EcgtlError(f"device_cache must be one of {', '.join(DEVICE_CACHES)}, got {self.device_cache!r}")
+        if self.precision not in PRECISIONS:
+            raise EcgtlError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         return self

@@ -25,6 +25,8 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models import count_parameters
 from ecgtl.pipeline import InputPipeline
+from ecgtl.training.accelerator import autocast, grad_scaler, resolve_device, resolve_precision
+from ecgtl.training.batches import TrainInputs
 from ecgtl.training.checkpoint import restore_training, rng_state, save_checkpoint
 from ecgtl.training.config import TrainConfig
 from ecgtl.training.unfreeze import (
@@ -33,6 +35,8 @@ from ecgtl.training.unfreeze import (
     freeze_batchnorm,
     trainable_mask,
 )
+
+_LOSS_DTYPE = {"mps": torch.float32}  # the epoch's loss sum; float64 wherever the device has it
 
 
 @dataclass
@@ -68,12 +72,6 @@ class FitResult:
         return cls(data["best_state"], data["best_epoch"], data["best_val_macro_auc"],
                    [EpochResult(**h) for h in data["history"]], data["stopped_early"],
                    None if logits is None else logits.numpy())
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _macro_auc_or_nan(labels: np.ndarray, logits: np.ndarray) -> float:
@@ -124,7 +122,13 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lrs, total_steps=config.epochs * steps_per_epoch,
                                                     pct_start=0.3)
-    scaler_amp = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    precision = resolve_precision(config.precision, device)
+    scaler_amp = grad_scaler(device, precision)
+    forward = torch.compile(model) if config.compile else model  # shares the model's parameters and state
+    inputs = TrainInputs(pipeline, train, rows, device, device_cache=config.device_cache, prefetch=config.prefetch)
+    if progress:
+        print(f"training inputs: {inputs.describe()}; precision {precision}"
+              f"{'; torch.compile' if config.compile else ''}", file=sys.stderr, flush=True)
     loss_function = nn.BCEWithLogitsLoss() if loss_weights is None else _weighted_bce(*loss_weights, device)
     val_lengths = valid_lengths(val)
     result = FitResult(best_state=copy.deepcopy(model.state_dict()), best_epoch=-1, best_val_macro_auc=-math.inf)
@@ -141,23 +145,23 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         model.train()
         if config.frozen_bn == "eval":
             freeze_batchnorm(groups, mask)
-        losses = []
+        losses = torch.zeros((), dtype=_LOSS_DTYPE.get(device.type, torch.float64), device=device)
+        steps = 0
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch + 1)
-        for x, y in pipeline.train_batches(train, rows, config.batch_size, config.seed, epoch):
-            if augment is not None:
-                x = augment(x, generator)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                loss = loss_function(model(x).float(), y)
+        for views, y in inputs.epoch(config.batch_size, config.seed, epoch):
+            x = views[0] if augment is None else augment(views[0], generator)
+            with autocast(device, precision):
+                loss = loss_function(forward(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             scaler_amp.scale(loss).backward()
             scaler_amp.step(optimizer)
             scaler_amp.update()
             scheduler.step()
-            losses.append(loss.item())
+            losses += loss.detach()  # summed on the device: no host sync per step
+            steps += 1
         val_logits = pipeline.predict_logits(model, val.signals, val_lengths, device=device)
         val_auc = _macro_auc_or_nan(val.labels, val_logits)
-        epoch_result = EpochResult(epoch, float(np.mean(losses)), _bce(val_logits, val.labels), val_auc,
+        epoch_result = EpochResult(epoch, float(losses) / steps, _bce(val_logits, val.labels), val_auc,
                                    [group["lr"] for group in optimizer.param_groups], n_trainable,
                                    time.perf_counter() - started)
         result.history.append(epoch_result)

@@ -30,10 +30,12 @@ from ecgtl.data.dataset import batch_bounds, valid_lengths
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models.base import AdaptiveConcatPool1d, EcgModel
 from ecgtl.pipeline import InputPipeline
+from ecgtl.training.accelerator import resolve_device
 from ecgtl.training.augment import augment
+from ecgtl.training.batches import TrainInputs
 from ecgtl.training.checkpoint import restore_training, rng_state, save_checkpoint
 from ecgtl.training.config import TrainConfig
-from ecgtl.training.loop import EpochResult, FitResult, resolve_device
+from ecgtl.training.loop import EpochResult, FitResult
 
 PROBE_RECORDS = 2000
 
@@ -122,6 +124,7 @@ def fit_contrastive(model: EcgModel, train, val, config: TrainConfig, pipeline: 
         result = FitResult.from_checkpoint(state["result"])
         first_epoch = state["epoch"] + 1
     n_trainable = sum(p.numel() for p in parameters)
+    inputs = TrainInputs(pipeline, train, rows, device, device_cache=config.device_cache, prefetch=config.prefetch)
     pooled = PooledFeatures(model)
     for epoch in range(first_epoch, config.epochs):
         started = time.perf_counter()
@@ -131,10 +134,10 @@ def fit_contrastive(model: EcgModel, train, val, config: TrainConfig, pipeline: 
         model.head.eval()
         losses = torch.zeros((), device=device)  # summed on the device, read once per epoch
         batches = 0
-        for views, _ in pipeline.train_views(train, rows, config.batch_size, config.seed, epoch):
+        for views, _ in inputs.epoch(config.batch_size, config.seed, epoch, n_views=2):
             if len(views[0]) < 2:
                 continue  # a last batch of one record has no negatives
-            embedded = [projection(pooled(augment(v, pipeline.fs, generator).to(device))) for v in views]
+            embedded = [projection(pooled(augment(v, pipeline.fs, generator))) for v in views]
             loss = nt_xent(embedded[0], embedded[1], temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
