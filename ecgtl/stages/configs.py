@@ -334,7 +334,11 @@ class AblationConfig:
                       self.probe_epochs)
 
 
-PRUNERS = ("hyperband", "successive_halving", "median", "none")
+PRUNERS = ("auto", "hyperband", "successive_halving", "median", "none")
+# `auto`'s choice (pruner, reduction factor) by trial length, measured in benchmarks/bench_tune.py (README
+# "Tuning"): the setting that kept the best trial on both sampler seeds with the fewest epochs.
+LONG_TRIAL_EPOCHS = 20
+AUTO_PRUNERS = {"short": ("hyperband", 3), "long": ("hyperband", 2)}
 
 
 @dataclass(frozen=True)
@@ -364,23 +368,30 @@ class TuneConfig:
     study_name: str = ""  # default: tune-<target>-<key of the base config>
     storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
     workers: int = 1
-    pruner: str = "hyperband"
-    reduction_factor: int = 3  # Hyperband's and successive halving's; 2 and 4 pruned less or lost the best trial (benchmarks/bench_tune.py)
+    pruner: str = "auto"  # by trial length: AUTO_PRUNERS, LONG_TRIAL_EPOCHS
+    reduction_factor: int = 0  # Hyperband's and successive halving's; 0: auto's factor for the trials' length
     sampler_seed: int = 0
     final: bool = True  # train the best configuration again, report on test, register a challenger
 
     RANGES: ClassVar[dict[str, Range]] = {"n_trials": Range(1, 1_000_000), "timeout": Range(0),
-                                          "workers": Range(1, 1024), "reduction_factor": Range(2, 100),
+                                          "workers": Range(1, 1024), "reduction_factor": Range(0, 100),
                                           "sampler_seed": SEED_RANGE}
 
     def validate(self) -> TuneConfig:
         check_numbers(self)
         if self.pruner not in PRUNERS:
             raise EcgtlError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        if self.reduction_factor == 1:
+            raise EcgtlError("reduction_factor must be 0 (by the trials' length) or at least 2, got 1")
         if self.finetune.init != "pretrained":
             raise EcgtlError("tune fine-tunes a pretrained model: finetune.init must be 'pretrained'")
         self.finetune.validate()
         return self
+
+    def pruning(self) -> tuple[str, int]:
+        """The pruner this study uses and its reduction factor (`auto` resolved by the trials' length)."""
+        auto_name, auto_factor = AUTO_PRUNERS["long" if self.finetune.train.epochs >= LONG_TRIAL_EPOCHS else "short"]
+        return (auto_name if self.pruner == "auto" else self.pruner), (self.reduction_factor or auto_factor)
 
     def default_study_name(self) -> str:
         return f"tune-{parse_spec(self.finetune.data.spec).short_name}-{reuse_key(self.finetune)}"

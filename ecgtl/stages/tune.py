@@ -14,9 +14,11 @@ schedule kind; head-only epochs (two_stage), epochs per unfreezing step (gradual
 weight decay (log), head dropout, batch size, frozen-BN mode. A single value fixes a parameter.
 
 Sampler: TPE with an explicit seed and every option set explicitly (Optuna changed its defaults between
-versions). Pruner: Hyperband (min 1 epoch, max the trial's epochs, reduction factor 3: factors 2 and 4 pruned less or lost the
-best trial in benchmarks/bench_tune.py) by default, `median`
-(5 startup trials, 1 warm-up epoch) or `none`; every epoch reports through the trainer's after-epoch hook.
+versions). Pruner (`auto` by default): Hyperband (min 1 epoch, max the trial's epochs) with reduction factor 3
+for trials under 20 epochs and 2 from 20 epochs on: at 6 and at 20 epochs, the settings that kept the best
+trial on both sampler seeds with the fewest epochs in benchmarks/bench_tune.py; also `hyperband`,
+`successive_halving` (min 1 epoch), `median` (5 startup trials, 1 warm-up epoch) or `none`; `reduction_factor`
+overrides the factor. Every epoch reports through the trainer's after-epoch hook.
 
 Storage: an SQLite file beside an `sqlite:///` MLflow store (`optuna.db`), else in the cache folder;
 `storage=postgresql+psycopg2://...` (or a journal file) for many workers. `workers=N` runs N processes on one
@@ -157,7 +159,7 @@ def tune(config: TuneConfig) -> dict:
         study.set_user_attr(runs.TARGET_TRIALS_ATTR, total)  # workers from other machines stop there too
         threads = max(1, (os.cpu_count() or 1) // config.workers)
         print(f"tune: study {name!r} on {redact(url)}, {config.n_trials} new trials (had {existing}), "
-              f"{config.workers} worker(s), pruner {config.pruner}", file=sys.stderr)
+              f"{config.workers} worker(s), pruner {' rf '.join(map(str, config.pruning()))}", file=sys.stderr)
         if config.workers == 1:
             _optimize(study, config, space, parent_run_id, config.n_trials, total, config.timeout)
         else:

@@ -61,7 +61,8 @@ def open_study(config: TuneConfig, *, create: bool) -> tuple[object, str, str, P
     storage = open_storage(url, on_stale=mark_stale_trial_failed)
     name = config.study_name or config.default_study_name()
     sampler = make_sampler(config.sampler_seed)
-    pruner = make_pruner(config.pruner, config.finetune.train.epochs, config.reduction_factor)
+    pruner_name, reduction_factor = config.pruning()
+    pruner = make_pruner(pruner_name, config.finetune.train.epochs, reduction_factor)
     try:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:

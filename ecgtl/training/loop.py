@@ -2,7 +2,8 @@
 checkpoint by validation macro AUC; optional early stopping; per-epoch checkpoints that resume exactly.
 
 Determinism on CPU: each epoch reseeds torch (dropout) from (seed, epoch) and draws its batches from
-`default_rng([seed, epoch])`, so an epoch computes the same thing whether or not the run was resumed.
+`default_rng([seed, epoch])`, so an epoch computes the same thing whether or not the run was resumed, and
+whichever input path (`training/batches.py`: resident on the device or prefetched) delivers them.
 """
 
 from __future__ import annotations

@@ -147,3 +147,29 @@ def test_unreachable_storage_and_wrong_direction_stop_before_any_trial(store, tm
         tune(_tiny(storage=storage, study_name="minimising"))
     experiment = store.get_experiment_by_name("tune-test").experiment_id
     assert not [r for r in store.search_runs([experiment], "") if r.data.tags.get("ecgtl.stage") in ("tune", "trial")]
+
+
+@pytest.mark.parametrize(("epochs", "pruner", "factor", "expected"), [
+    (6, "auto", 0, ("hyperband", 3)), (19, "auto", 0, ("hyperband", 3)), (20, "auto", 0, ("hyperband", 2)),
+    (50, "auto", 4, ("hyperband", 4)), (50, "successive_halving", 0, ("successive_halving", 2)),
+    (6, "median", 0, ("median", 3)),
+])
+def test_the_auto_pruner_follows_the_trials_length(epochs, pruner, factor, expected):
+    config = TuneConfig(finetune=FinetuneConfig(train=TrainConfig(epochs=epochs)), pruner=pruner,
+                        reduction_factor=factor)
+    assert config.validate().pruning() == expected
+
+
+def test_a_reduction_factor_of_one_is_refused():
+    with pytest.raises(EcgtlError, match="reduction_factor"):
+        TuneConfig(reduction_factor=1).validate()
+
+
+def test_each_pruner_name_builds_its_optuna_pruner():
+    from ecgtl.stages.tune_study import make_pruner
+
+    assert isinstance(make_pruner("hyperband", 20, 2), optuna.pruners.HyperbandPruner)
+    halving = make_pruner("successive_halving", 20, 3)
+    assert isinstance(halving, optuna.pruners.SuccessiveHalvingPruner) and halving._reduction_factor == 3
+    assert isinstance(make_pruner("median", 20), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("none", 20), optuna.pruners.NopPruner)
