@@ -116,7 +116,7 @@ def test_resident_split_refuses_a_pipeline_without_a_scaler(prepared_tiny):
         ResidentSplit(InputPipeline(fs=prepared_tiny.fs), train, np.arange(len(train)), CPU)
 
 
-@pytest.mark.slow  # inductor compiles the model's C++ kernels first: about two minutes on 2 cores
+@pytest.mark.slow  # inductor compiles C++ kernels first: 40-110 s on 2 cores (its cache warm or cold)
 def test_compiled_training_steps_learn(prepared_tiny):
     torch.manual_seed(0)
     initial = {k: v.clone() for k, v in create_model("xresnet1d18", len(prepared_tiny.classes)).state_dict().items()}
