@@ -1,4 +1,5 @@
-"""Checkpoints written every epoch (model, optimiser, scheduler, RNG, epoch, history), atomically.
+"""Checkpoints written every epoch (model, optimiser, scheduler, RNG, epoch, history, the fp16 loss scale),
+atomically.
 
 They hold only tensors and plain Python values (RNG states as tensors and lists, the fit history as dicts), so
 they load with `torch.load(weights_only=True)`: a crafted pickle in the cache folder cannot run code on

@@ -136,6 +136,8 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     first_epoch = 0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = restore_training(checkpoint_path, {"model": model}, optimizer, scheduler)
+        if state.get("grad_scaler"):  # fp16: the loss scale continues where it was
+            scaler_amp.load_state_dict(state["grad_scaler"])
         result = FitResult.from_checkpoint(state["result"])
         first_epoch = state["epoch"] + 1
     for epoch in range(first_epoch, config.epochs):
@@ -183,7 +185,8 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                               "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
-                                              "result": result.to_checkpoint(), "config": asdict(config)})
+                                              "grad_scaler": scaler_amp.state_dict(), "result": result.to_checkpoint(),
+                                              "config": asdict(config)})
         if result.stopped_early or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
     model.load_state_dict(result.best_state)

@@ -110,6 +110,30 @@ def test_mixed_precision_trains_on_the_cpu(prepared_tiny, precision):
     assert any(not torch.equal(value, reference[key]) for key, value in state.items() if value.is_floating_point())
 
 
+def test_an_fp16_run_resumes_with_its_loss_scale_to_the_uninterrupted_result(prepared_tiny, tmp_path):
+    from ecgtl.training.checkpoint import load_checkpoint
+
+    def run(checkpoint, **options):
+        torch.manual_seed(0)
+        model = create_model("xresnet1d18", len(prepared_tiny.classes))
+        config = TrainConfig(epochs=3, batch_size=16, seed=3, precision="fp16")
+        fit(model, prepared_tiny.split("train"), prepared_tiny.split("val"), config, _pipeline(prepared_tiny),
+            progress=False, checkpoint_path=checkpoint, **options)
+        return load_checkpoint(checkpoint)["model"]  # the last epoch's weights (fit returns the best epoch's)
+
+    straight = run(tmp_path / "a.pt")
+    run(tmp_path / "b.pt", stop_after_epoch=0)
+    # The same checkpoint with another loss scale (3: not a power of two, so scaling and unscaling round): a
+    # resume that reads the scale trains differently from it, one that ignored it would not.
+    other_scale = load_checkpoint(tmp_path / "b.pt")
+    other_scale["grad_scaler"]["scale"] = 3.0
+    torch.save(other_scale, tmp_path / "c.pt")
+    resumed, rescaled = run(tmp_path / "b.pt", resume=True), run(tmp_path / "c.pt", resume=True)
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+    assert any(not torch.equal(value, rescaled[key]) for key, value in resumed.items() if value.is_floating_point())
+
+
 def test_resident_split_refuses_a_pipeline_without_a_scaler(prepared_tiny):
     train = prepared_tiny.split("train")
     with pytest.raises(ValueError, match="scaler"):
