@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -33,12 +35,12 @@ SMALL_MAIN = {"source": "synthetic:ptbxl?n=800&seed=0", "target": "synthetic:g12
 MAIN_GOAL_S = 600
 
 
-def _synchronize(torch, device) -> None:
+def _synchronize(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def loader_rates(torch, pipeline, train, rows, device, batch: int) -> dict[str, float]:
+def loader_rates(pipeline, train, rows, device, batch: int) -> dict[str, float]:
     """Records/s of one epoch of batches through each input path, delivered on `device`."""
     from ecgtl.training.batches import TrainInputs
 
@@ -51,12 +53,12 @@ def loader_rates(torch, pipeline, train, rows, device, batch: int) -> dict[str, 
         started = time.perf_counter()
         for views, _ in inputs.epoch(batch, 0, 0):
             views[0].sum()  # touch the batch as the model would
-        _synchronize(torch, device)
+        _synchronize(device)
         rates[name] = len(rows) / (time.perf_counter() - started)
     return rates
 
 
-def bare_loop(torch, model, resident, rows, device, precision: str, batch: int, epochs: int) -> float:
+def bare_loop(model, resident, rows, device, precision: str, batch: int, epochs: int) -> float:
     """What a user writes by hand on the device: records already there, random crops by one gather, AdamW,
     one-cycle, BCE, the engine's autocast. Returns seconds."""
     from ecgtl.pipeline import crop_plan
@@ -80,7 +82,7 @@ def bare_loop(torch, model, resident, rows, device, precision: str, batch: int, 
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-    _synchronize(torch, device)
+    _synchronize(device)
     return time.perf_counter() - started
 
 
@@ -120,7 +122,6 @@ def main_cli() -> None:
                        "MLFLOW_EXPERIMENT_NAME": "bench-gpu"})
     os.environ.pop("MLFLOW_RUN_ID", None)
     import numpy as np
-    import torch
 
     from ecgtl.data.cache import SplitData, prepare
     from ecgtl.data.dataset import valid_lengths
@@ -148,8 +149,8 @@ def main_cli() -> None:
     torch.manual_seed(0)
     resident = ResidentSplit(pipeline, train, rows, device)
     warm = rows[:2 * args.batch]  # first calls pay for kernel plans (oneDNN, cuDNN autotuning): not measured
-    bare_loop(torch, create_model(args.model, classes), resident, warm, device, precision, args.batch, 1)
-    bare_rate = len(rows) * args.epochs / bare_loop(torch, create_model(args.model, classes), resident, rows, device,
+    bare_loop(create_model(args.model, classes), resident, warm, device, precision, args.batch, 1)
+    bare_rate = len(rows) * args.epochs / bare_loop(create_model(args.model, classes), resident, rows, device,
                                                     precision, args.batch, args.epochs)
     del resident
     tiny_val = SplitData(val.signals[:2], val.labels[:2], val.index.iloc[:2].reset_index(drop=True))
@@ -159,7 +160,7 @@ def main_cli() -> None:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device=str(device), device_cache=cache)
         started = time.perf_counter()
         fit(create_model(args.model, classes), train, tiny_val, config, pipeline, train_rows=rows, progress=False)
-        _synchronize(torch, device)
+        _synchronize(device)
         engine[label] = len(rows) * args.epochs / (time.perf_counter() - started)
     best_engine = max(engine.values())
 
@@ -168,7 +169,7 @@ def main_cli() -> None:
     for label, rate in engine.items():
         print(f"{label:<42} {rate:10.0f}  >= 95% of the bare loop: {rate / bare_rate:.0%} "
               f"{'met' if rate >= 0.95 * bare_rate else 'NOT met'}")
-    for label, rate in loader_rates(torch, pipeline, train, rows, device, args.batch).items():
+    for label, rate in loader_rates(pipeline, train, rows, device, args.batch).items():
         print(f"{'loader: ' + label:<42} {rate:10.0f}  >= the engine's training rate: {rate / best_engine:.1f}x "
               f"{'met' if rate >= best_engine else 'NOT met'}")
     model = create_model(args.model, classes).to(device).eval()
@@ -176,7 +177,7 @@ def main_cli() -> None:
     pipeline.predict_logits(model, val.signals[:64], lengths[:64], device=device)  # warm-up
     started = time.perf_counter()
     pipeline.predict_logits(model, val.signals, lengths, device=device)
-    _synchronize(torch, device)
+    _synchronize(device)
     print(f"{'validation (sliding windows, max)':<42} {len(val) / (time.perf_counter() - started):10.0f}  "
           f"(ten-second records, {len(val)} of them)", flush=True)
 

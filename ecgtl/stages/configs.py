@@ -335,6 +335,7 @@ class AblationConfig:
 
 
 PRUNERS = ("auto", "hyperband", "successive_halving", "median", "none")
+REDUCING_PRUNERS = ("hyperband", "successive_halving")  # the pruners a reduction factor applies to
 # `auto`'s choice (pruner, reduction factor) by trial length, measured in benchmarks/bench_tune.py (README
 # "Tuning"): the setting that kept the best trial on both sampler seeds with the fewest epochs.
 LONG_TRIAL_EPOCHS = 20

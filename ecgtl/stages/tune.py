@@ -49,7 +49,7 @@ from ecgtl.inputs import parse_leads
 from ecgtl.redaction import redact
 from ecgtl.stages import queue
 from ecgtl.stages.common import discard_checkpoint, fit_pipeline, fit_step, load_data, split_datasets
-from ecgtl.stages.configs import DEFAULT_PRETRAINED, TuneConfig
+from ecgtl.stages.configs import DEFAULT_PRETRAINED, REDUCING_PRUNERS, TuneConfig
 from ecgtl.stages.finetune import finetune, starting_point
 from ecgtl.stages.tune_results import log_study
 from ecgtl.stages.tune_space import ParsedSpace, search_space_of, suggest
@@ -158,8 +158,10 @@ def tune(config: TuneConfig) -> dict:
         study.set_user_attr(runs.PARENT_RUN_ID_ATTR, parent_run_id)
         study.set_user_attr(runs.TARGET_TRIALS_ATTR, total)  # workers from other machines stop there too
         threads = max(1, (os.cpu_count() or 1) // config.workers)
+        pruner, factor = config.pruning()
         print(f"tune: study {name!r} on {redact(url)}, {config.n_trials} new trials (had {existing}), "
-              f"{config.workers} worker(s), pruner {' rf '.join(map(str, config.pruning()))}", file=sys.stderr)
+              f"{config.workers} worker(s), pruner {pruner}"
+              f"{f' (reduction factor {factor})' if pruner in REDUCING_PRUNERS else ''}", file=sys.stderr)
         if config.workers == 1:
             _optimize(study, config, space, parent_run_id, config.n_trials, total, config.timeout)
         else:

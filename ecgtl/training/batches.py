@@ -137,7 +137,6 @@ class TrainInputs:
         nbytes = ResidentSplit.nbytes(pipeline, split, rows)
         self.resident = (ResidentSplit(pipeline, split, rows, device)
                          if use_device_cache(device_cache, device, nbytes) else None)
-        self.lengths = valid_lengths(split)
 
     def describe(self) -> str:
         if self.resident is not None:
@@ -150,7 +149,7 @@ class TrainInputs:
     def epoch(self, batch_size: int, seed: int, epoch: int, n_views: int = 1) -> Iterator[Batch]:
         """One epoch's batches on the device: `n_views` crops per record (pipeline.train_views' batches)."""
         if self.resident is not None:
-            plan = crop_plan(self.rows, self.lengths, self.pipeline.crop, batch_size, seed, epoch, n_views)
+            plan = crop_plan(self.rows, self.resident.lengths, self.pipeline.crop, batch_size, seed, epoch, n_views)
             return (self.resident.batch(batch_rows, offsets) for batch_rows, offsets in plan)
         batches = (_to_device(batch, self.device) for batch in
                    self.pipeline.train_views(self.split, self.rows, batch_size, seed, epoch, n_views))
