@@ -60,9 +60,8 @@ def scale_one(objective: str, batches: int) -> dict:
     from ecgtl.models import create_model
     from ecgtl.stages.common import fit_pipeline, load_data
     from ecgtl.stages.configs import DataConfig
-    from ecgtl.training.augment import augment
     from ecgtl.training.config import TrainConfig
-    from ecgtl.training.objectives import PooledFeatures, nt_xent, projection_head
+    from ecgtl.training.objectives import objective_class
 
     data = DataConfig(spec="synthetic:ptbxl?n=21837&seed=0")
     config = TrainConfig(batch_size=128)
@@ -70,19 +69,16 @@ def scale_one(objective: str, batches: int) -> dict:
     train = prepared.split("train")
     pipeline = fit_pipeline(data, config, prepared, rows)
     model = create_model("xresnet1d50", len(prepared.classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    projection, pooled = projection_head(model.n_features), PooledFeatures(model)
+    trained = objective_class(objective)()  # the objective's own loss, as the training loop computes it
+    trained.setup(model, pipeline, config, torch.device("cpu"))
+    network = trained.network(model)
+    optimizer = torch.optim.AdamW([p for _, group in trained.layer_groups(model) for p in group.parameters()], lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    views = 2 if objective == "contrastive" else 1
     model.train()
     seconds, done = 0.0, 0
-    for i, (batch_views, labels) in enumerate(pipeline.train_views(train, rows, 128, 0, 0, n_views=views)):
+    for i, (batch_views, labels) in enumerate(pipeline.train_views(train, rows, 128, 0, 0, n_views=trained.n_views)):
         started = time.perf_counter()
-        if objective == "contrastive":
-            a, b = (projection(pooled(augment(v, pipeline.fs, generator))) for v in batch_views)
-            loss = nt_xent(a, b, 0.1)
-        else:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch_views[0]), labels)
+        loss = trained.loss(network, batch_views, labels, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -9,17 +9,23 @@ import click
 
 from ecgtl import __version__
 from ecgtl.errors import EcgtlError
-from ecgtl.redaction import redact
+from ecgtl.redaction import printable, redact
 
 
 class _Group(click.Group):
-    """Prints an `EcgtlError` as one line on stderr and exits 2, without a traceback."""
+    """Prints an `EcgtlError`, or a command line click cannot parse (an unknown option, a value that is not one of
+    an option's choices), as one line on stderr and exits 2, without a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EcgtlError as exc:
-            click.echo(f"error: {redact(str(exc))}", err=True)
+            click.echo(f"error: {printable(redact(str(exc)), lines=False)}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split())
+            click.echo(f"error: {printable(redact(message), lines=False)} (see '{command} --help')", err=True)
             ctx.exit(2)
 
 
@@ -53,7 +59,7 @@ def inspect_command(dataset: str, label_set: str, fs: float, strict: bool) -> No
 @click.argument("spec")
 @click.option("--fs", default=100.0, show_default=True, help="Target sampling frequency (Hz).")
 @click.option("--length", "length_s", default=10.0, show_default=True, help="Seconds per record (crop/pad).")
-@click.option("--label-set", default="shared18", show_default=True)
+@click.option("--label-set", default="shared18", show_default=True, help="Label set the cache encodes.")
 @click.option("--no-equivalences", is_flag=True, help="Do not merge the challenge's equivalent SNOMED codes.")
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the stratified split (CinC data).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $ECGTL_CACHE_DIR or ~/.cache/ecgtl.")
@@ -96,7 +102,7 @@ def download_command(name: str, folder: Path, mirror: str | None) -> None:
 @data.command("synth")
 @click.option("--like", required=True, help="Layout to write: ptbxl (native PTB-XL) or g12ec (CinC 2021).")
 @click.option("--n", type=int, required=True, help="Number of records.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the records (same seed, same bytes).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="A new (or empty) folder.")
 @click.option("--rates", default="100", show_default=True, help="PTB-XL: 100, 500 or 100,500.")
 @click.option("--noiseless", is_flag=True, help="No baseline wander, EMG, hum or gain differences.")
@@ -122,7 +128,7 @@ def synth_command(like: str, n: int, seed: int, out: Path, rates: str, noiseless
 @click.option("--record", "record_id", default=None, help="Record id (not needed for a .hea file).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="x.html (self-contained) or x.png.")
 @click.option("--gallery", is_flag=True, help="One example per class of the label set instead of one record.")
-@click.option("--label-set", default="shared18", show_default=True)
+@click.option("--label-set", default="shared18", show_default=True, help="Label set whose classes the gallery shows.")
 @click.option("--fs", default=500.0, show_default=True, help="PTB-XL: 100 reads records100/, more reads records500/.")
 def plot_command(source: str, record_id: str | None, out: Path, gallery: bool, label_set: str, fs: float) -> None:
     """Draw a 12-lead ECG of SOURCE (a .hea file, folder or spec) on ECG paper, or a gallery of classes."""
@@ -138,15 +144,18 @@ def _spellings(name: str) -> list[str]:
 
 def _config_options(config_class):
     """One `--a.b` option per flattened config field (the same names as the MLflow params), accepted with
-    dashes too (`--train.batch-size`)."""
-    from ecgtl.config import field_types, flatten
+    dashes too (`--train.batch-size`): its type, its choices (`click.Choice`, from the field's declaration) and
+    its help (the config's `HELP`) come from the config class."""
+    from ecgtl.config import choices, field_help, field_types, flatten, value_type
 
     defaults = flatten(config_class())
-    help_texts = getattr(config_class, "HELP", {})
+    help_texts = field_help(config_class)
 
     def decorate(function):
         for name, kind in reversed(list(field_types(config_class).items())):
-            click_type = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
+            values = choices(kind)
+            click_type = click.Choice(values) if values is not None else {
+                bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(value_type(kind), click.STRING)
             # A bool works as a flag (`--quick`) and with a value (`--quick false`, as MLproject passes it).
             extra = {"is_flag": False, "flag_value": "true"} if kind is bool else {}
             function = click.option(*_spellings(name), name.replace(".", "__"), type=click_type, default=None,
@@ -186,7 +195,7 @@ def _worker_command(name: str, what: str, join) -> None:
     """`NAME --storage URL --study-name NAME`: join a running queue from another machine."""
     @cli.command(name, help=f"Join a running {what} (shared storage) from another machine.")
     @click.option("--storage", required=True, help="The Optuna storage URL it uses.")
-    @click.option("--study-name", "--study_name", required=True)
+    @click.option("--study-name", "--study_name", required=True, help="The study (queue) name it uses.")
     def command(storage: str, study_name: str) -> None:
         click.echo(join(storage, study_name))
 
@@ -330,13 +339,9 @@ def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the page and the JSON.")
 def explain_command(record: Path, model_uri: str, class_names: tuple[str, ...], steps: int | None, out: Path) -> None:
     """Which leads and which parts of the beats drive the model's prediction for RECORD (a .hea file): integrated
-    gradients over the model's pipeline, drawn on the 12-lead page, with per-lead importance (needs ecgtl[explain])."""
-    try:
-        import captum  # noqa: F401 (the optional extra)
+    gradients over the model's pipeline, drawn on the 12-lead page, with per-lead importance."""
+    from ecgtl.explain import DEFAULT_STEPS, explain_file
 
-        from ecgtl.explain import DEFAULT_STEPS, explain_file
-    except ImportError as exc:
-        raise EcgtlError(f"explain needs Captum: pip install 'ecgtl[explain]' ({exc})") from None
     written = explain_file(record, model_uri, out, class_names=class_names, steps=steps or DEFAULT_STEPS)
     click.echo(f"wrote {', '.join(str(p) for p in written)}")
 
@@ -374,10 +379,10 @@ def models_list() -> None:
         from ecgtl import tracking
 
         tracking.configure()
-        for registered in tracking.registered_models():
+        for registered in tracking.registered_models():  # names and aliases come from the store: shown escaped
             versions = ", ".join(f"v{v['version']}" + (f" ({', '.join(v['aliases'])})" if v["aliases"] else "")
                                  for v in registered["versions"])
-            click.echo(f"registered {registered['name']}: {versions}")
+            click.echo(printable(f"registered {registered['name']}: {versions}", lines=False))
 
 
 @models.command("show")
@@ -387,7 +392,8 @@ def models_show(uri: str) -> None:
     from ecgtl import tracking
 
     tracking.configure()
-    click.echo(tracking.version_description(uri) or f"{uri} has no model card (registered by an older ecgtl)")
+    card = tracking.version_description(uri)  # the store's text: shown escaped
+    click.echo(printable(card) if card else f"{printable(uri, lines=False)} has no model card (registered by an older ecgtl)")
 
 
 _register_stage_commands()

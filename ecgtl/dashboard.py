@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 from ecgtl import runs, tracking
 from ecgtl.evaluation.calibration import CALIBRATION_METHODS, make_calibrator
 from ecgtl.evaluation.figures import PALETTE, reliability_figure
+from ecgtl.files import check_targets, write_files
 from ecgtl.plotting import escape, figures_to_html
 
 PAGES = (("index.html", "Overview"), ("classes.html", "Classes"), ("transfer.html", "Transfer"),
@@ -188,7 +189,7 @@ def explain_page(frame: pd.DataFrame) -> tuple[list[go.Figure], str]:
                 f"<h2>Explanation example of {escape(str(name))}</h2>"
                 + _note("Integrated gradients of the record's logit; red pushes the class up, blue down.")
                 + "<h2>Lead importance per class (share of |attribution|, test records)</h2>" + _table(table))
-    return [], _note("No run with explanations yet (they need ecgtl[explain] and train.explain_examples > 0).")
+    return [], _note("No run with explanations yet (they need train.explain_examples > 0 and a time-domain model).")
 
 
 def transfer_page(frame: pd.DataFrame, ablation_run: pd.Series | None,
@@ -277,7 +278,9 @@ def registry_page() -> tuple[list[go.Figure], str]:
 
 
 def build_site(out: Path, experiment: str) -> list[Path]:
-    """Write the site into `out` (its pages only; nothing else there is touched). Returns the pages written."""
+    """Write the site into `out` (its pages only, by `files.write_files`; nothing else there is touched, and `out`
+    is checked before the store is read). Returns the pages written."""
+    check_targets(out, [name for name, _ in PAGES])
     tracking.configure(experiment)
     frame = tracking.stage_runs(runs.TRAINING_STAGES)
     pages = {
@@ -287,14 +290,9 @@ def build_site(out: Path, experiment: str) -> list[Path]:
         "calibration.html": calibration_page(frame), "explain.html": explain_page(frame),
         "tuning.html": tuning_page(tracking.latest_finished_run(runs.TUNE)), "registry.html": registry_page(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for (name, title), (figures, text) in zip(PAGES, (pages[name] for name, _ in PAGES), strict=True):
-        page = out / name
-        page.write_text(figures_to_html(figures, f"ecgtl {title}", header=_nav(name, experiment) + text),
-                        encoding="utf-8")
-        written.append(page)
-    return written
+    return write_files(out, {name: figures_to_html(figures, f"ecgtl {title}", header=_nav(name, experiment) + text)
+                             for (name, title), (figures, text) in zip(PAGES, (pages[n] for n, _ in PAGES),
+                                                                       strict=True)})
 
 
 def dashboard(out: Path, experiment: str, log: bool = True) -> list[Path]:

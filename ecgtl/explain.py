@@ -1,20 +1,27 @@
-"""Which leads and which parts of a beat drive a prediction: integrated gradients (Captum) through the input
+"""Which leads and which parts of a beat drive a prediction: integrated gradients through the input
 pipeline, per record and per class.
 
 The attribution is of the *record's* logit as the pipeline computes it: the record at the model's rate (and,
 under `scaling=record`, standardised), cut into the pipeline's sliding windows, each lead-scaled and passed
-through the model, the window logits aggregated by max or mean. `RecordLogit` is that computation in torch,
-so integrated gradients (Sundararajan et al. 2017; `captum.attr.IntegratedGradients`) attribute to every
-sample of every lead of the whole record. The baseline is a flat 0 mV record (an isoelectric line). By
-IG's completeness, a record's attributions sum to its logit minus the baseline's (`convergence_delta`).
+through the model, the window logits aggregated by max or mean (`RecordLogit` is that computation as one torch
+module). Integrated gradients (Sundararajan et al. 2017) attribute it to every sample of every lead of the
+whole record, with Captum's default quadrature (Gauss-Legendre, `DEFAULT_STEPS` points) and a flat 0 mV
+baseline (an isoelectric line). By IG's completeness, a record's attributions sum to its logit minus the
+baseline's (`convergence_delta`).
+
+Bounded like inference (`InputPipeline.predict_logits`): the gradient of a max (or mean) over windows is the
+gradient of the arg-max window (of every window, over their number), so `integrated_gradients` evaluates
+windows, never whole records, at most `MAX_WINDOWS_PER_PASS` per forward pass (IG steps and windows batched
+together within that bound): an hour-long record costs more passes, not more memory. The result is Captum's
+`IntegratedGradients` over `RecordLogit` to float rounding (tested).
 
 - `lead_importance`: per lead, the share of the summed absolute attribution (the 12 shares sum to 1);
 - `explain_record` -> `Explanation`; `explanation_figures` draws it on `data/plot.py`'s 12-lead page as a heat
   overlay (red: evidence for the class, blue: against) with per-lead importance bars beneath;
 - `class_examples` + `dataset_lead_importance`: per class, the mean lead shares over records positive for it
   (the table the README compares with the `leads` ablation); `explanations_page` draws each class's first.
-Only the time domain is attributed (an FFT input has no per-sample meaning to draw). Captum is the optional
-extra `ecgtl[explain]`.
+Only the time domain is attributed (an FFT input has no per-sample meaning to draw). A record shorter than one
+window is refused, as `ecgtl predict` refuses it.
 """
 
 from __future__ import annotations
@@ -100,35 +107,100 @@ def lead_importance(attributions: np.ndarray) -> np.ndarray:
     return totals / totals.sum() if totals.sum() > 0 else totals
 
 
-def _steps_per_pass(steps: int, signal: np.ndarray, pipeline: InputPipeline) -> int:
-    """IG steps per forward pass: as many as keep a pass within the pipeline's window budget."""
-    windows = len(window_starts(signal.shape[-1], pipeline.crop, pipeline.stride))
-    return max(1, min(steps, MAX_WINDOWS_PER_PASS // windows))
+def quadrature(steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """IG's path points in (0, 1) and their weights (summing to 1): Gauss-Legendre, Captum's default."""
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return 0.5 * (nodes + 1), 0.5 * weights
+
+
+class _Windows:
+    """One record's usable windows as the model reads them, evaluated at points `alpha * record` in batches of at
+    most `MAX_WINDOWS_PER_PASS` windows; `gradient` also sums coefficient-weighted window gradients into a
+    record-shaped array (overlapping windows add up)."""
+
+    def __init__(self, model: nn.Module, pipeline: InputPipeline, class_index: int, signal: np.ndarray,
+                 valid: int) -> None:
+        if pipeline.scaler is None:
+            raise EcgtlError("the model's pipeline has no fitted scaler")
+        self.model, self.class_index, self.crop = model.eval(), class_index, pipeline.crop
+        device = next(model.parameters()).device
+        self.record = torch.as_tensor(signal[pipeline.lead_index], device=device)  # [channels, samples]
+        starts = window_starts(signal.shape[-1], pipeline.crop, pipeline.stride)
+        self.starts = torch.as_tensor(starts[usable_windows(starts, pipeline.crop, np.array([valid]))[0]],
+                                      device=device)
+        self.offsets = torch.arange(pipeline.crop, device=device)[None, :]
+        self.mean = torch.as_tensor(pipeline.scaler.mean, device=device)[None, :, None]
+        self.std = torch.as_tensor(pipeline.scaler.std, device=device)[None, :, None]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _batches(self, alphas: np.ndarray, windows: np.ndarray):
+        for first in range(0, len(alphas), MAX_WINDOWS_PER_PASS):
+            part = slice(first, first + MAX_WINDOWS_PER_PASS)
+            positions = self.starts[torch.as_tensor(windows[part], device=self.starts.device)][:, None] + self.offsets
+            alpha = torch.as_tensor(alphas[part], dtype=torch.float32, device=self.record.device)[:, None, None]
+            yield part, positions, alpha * self.record[:, positions].permute(1, 0, 2)  # [n, channels, crop]
+
+    def logits(self, alphas: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        out = np.empty(len(alphas), dtype=np.float64)
+        with torch.no_grad():
+            for part, _, points in self._batches(alphas, windows):
+                out[part] = self.model((points - self.mean) / self.std)[:, self.class_index].double().cpu().numpy()
+        return out
+
+    def gradient(self, alphas: np.ndarray, windows: np.ndarray, coefficients: np.ndarray) -> torch.Tensor:
+        """sum_j coefficients[j] * d logit(alpha_j * record, window_j) / d record, [channels, samples]."""
+        total = torch.zeros_like(self.record)
+        for part, positions, points in self._batches(alphas, windows):
+            points.requires_grad_(True)
+            logits = self.model((points - self.mean) / self.std)[:, self.class_index]
+            weights = torch.as_tensor(coefficients[part], dtype=logits.dtype, device=logits.device)
+            (grad,) = torch.autograd.grad((logits * weights).sum(), points)
+            index = positions[None].expand(total.shape[0], -1, -1).reshape(total.shape[0], -1)
+            total.scatter_add_(1, index, grad.permute(1, 0, 2).reshape(total.shape[0], -1))
+        return total
+
+
+def integrated_gradients(model: nn.Module, pipeline: InputPipeline, signal: np.ndarray, class_index: int,
+                         valid: int, steps: int) -> tuple[np.ndarray, float, float]:
+    """(attributions [12, samples], the record's logit, the completeness gap) of `signal` [12, samples] as the
+    pipeline reads it (already at its rate and record-scaled), window by window (see the module docstring)."""
+    windows = _Windows(model, pipeline, class_index, signal, valid)
+    every = np.arange(len(windows))
+    aggregate = np.max if pipeline.aggregation == "max" else np.mean
+    logit = float(aggregate(windows.logits(np.ones(len(every)), every)))
+    baseline = float(aggregate(windows.logits(np.zeros(len(every)), every)))
+    alphas, weights = quadrature(steps)
+    path_alphas, path_windows = np.repeat(alphas, len(every)), np.tile(every, steps)
+    if pipeline.aggregation == "max":  # the gradient of a max is its arg-max window's
+        best = windows.logits(path_alphas, path_windows).reshape(steps, len(every)).argmax(axis=1)
+        gradient = windows.gradient(alphas, best, weights)
+    else:
+        gradient = windows.gradient(path_alphas, path_windows, np.repeat(weights, len(every)) / len(every))
+    attributions = np.zeros_like(signal)
+    attributions[pipeline.lead_index] = (windows.record * gradient).detach().cpu().numpy()
+    return attributions, logit, abs(float(attributions.sum(dtype=np.float64)) - (logit - baseline))
 
 
 def explain_record(model: nn.Module, pipeline: InputPipeline, signal: np.ndarray, class_index: int, *,
                    class_name: str = "", record_id: str = "", valid_samples: int | None = None,
                    steps: int = DEFAULT_STEPS) -> Explanation:
-    """Integrated gradients of one record's logit for `class_index`; `signal` [12, samples] in mV at `pipeline.fs`."""
-    from captum.attr import IntegratedGradients
-
+    """Integrated gradients of one record's logit for `class_index`; `signal` [12, samples] in mV at `pipeline.fs`.
+    A record (its valid samples) shorter than one window is refused, as `predict` refuses it."""
     signal = np.asarray(signal, dtype=np.float32)
     if signal.ndim != 2 or signal.shape[0] != len(STANDARD_LEADS):
         raise EcgtlError(f"expected a record [12, samples], got {signal.shape}")
+    if pipeline.domain != "time":
+        raise EcgtlError(f"explain attributes time-domain inputs; this model reads {pipeline.domain}")
     valid = signal.shape[-1] if valid_samples is None else int(valid_samples)
+    if valid < pipeline.crop:
+        raise EcgtlError(f"{record_id or 'the record'}: {valid / pipeline.fs:.1f} s is shorter than one "
+                         f"{pipeline.crop_s:g} s window")
     if pipeline.scaling == "record":
         signal = standardise_records(signal[None], np.array([valid]))[0].astype(np.float32)
-    if signal.shape[-1] < pipeline.crop:
-        signal = np.pad(signal, ((0, 0), (0, pipeline.crop - signal.shape[-1])))
-    forward = RecordLogit(model, pipeline, class_index, valid)
-    inputs = torch.tensor(signal, device=forward.mean.device)[None].requires_grad_(True)
-    with torch.no_grad():
-        logit = float(forward(inputs))
-    attributions, delta = IntegratedGradients(forward).attribute(
-        inputs, baselines=torch.zeros_like(inputs), n_steps=steps, internal_batch_size=_steps_per_pass(steps, signal, pipeline),
-        return_convergence_delta=True)
-    return Explanation(record_id, class_name, pipeline.fs, signal, attributions[0].detach().cpu().numpy(), logit,
-                       float(delta.abs().max()))
+    attributions, logit, delta = integrated_gradients(model, pipeline, signal, class_index, valid, steps)
+    return Explanation(record_id, class_name, pipeline.fs, signal, attributions, logit, delta)
 
 
 def class_examples(model: nn.Module, pipeline: InputPipeline, signals: np.ndarray, labels: np.ndarray,
@@ -136,8 +208,9 @@ def class_examples(model: nn.Module, pipeline: InputPipeline, signals: np.ndarra
                    record_ids: list[str] | None = None, steps: int = REPORT_STEPS) -> dict[str, list[Explanation]]:
     """Per class with positive records: explanations of up to `per_class` of them (the first in split order)."""
     examples = {}
+    long_enough = np.ones(len(labels), dtype=bool) if lengths is None else np.asarray(lengths) >= pipeline.crop
     for j, name in enumerate(classes):
-        rows = np.flatnonzero(labels[:, j])[:per_class]
+        rows = np.flatnonzero((labels[:, j] > 0) & long_enough)[:per_class]
         if len(rows):
             examples[name] = [explain_record(
                 model, pipeline, np.asarray(signals[r]), j, class_name=name,
@@ -189,19 +262,27 @@ def explain_file(record_path: Path, model_uri: str, out: Path, *, class_names: t
                  steps: int = DEFAULT_STEPS) -> list[Path]:
     """`ecgtl explain`: the record (a `.hea` file, any rate: brought to the model's by its pipeline) explained for
     `class_names`, or the model's `top` classes by calibrated probability; writes `explain-<record>.html` and
-    `.json` into `out` (nothing else there is touched). Returns the files written."""
+    `.json` into `out` (nothing else there is touched; the record's id is made a safe, short file name).
+    `out` and the record are checked before the model is loaded. Returns the files written."""
     import json
     import tempfile
 
     from ecgtl import tracking
     from ecgtl.data.cinc import CINC_GAIN_ERRATA
     from ecgtl.data.records import read_record
+    from ecgtl.files import check_targets, safe_name, write_files
     from ecgtl.inference import Predictor
+    from ecgtl.inputs import MAX_ABS_MV
+    from ecgtl.runs import check_model_uri
+    from ecgtl.signal_checks import records_problem
 
     record_path = Path(record_path)
     if record_path.suffix != ".hea" or not record_path.is_file():
         raise EcgtlError(f"{record_path}: expected a record's .hea file")
+    check_model_uri(model_uri)
     record = read_record(record_path, gain_errata=CINC_GAIN_ERRATA)
+    stem = safe_name(f"explain-{record.record_id}", limit=100)  # a record id of 250 characters is still a name
+    check_targets(out, (f"{stem}.html", f"{stem}.json"))
     tracking.configure()
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor(tracking.download_model(model_uri, Path(tmp)))
@@ -210,16 +291,18 @@ def explain_file(record_path: Path, model_uri: str, out: Path, *, class_names: t
     if unknown:
         raise EcgtlError(f"{model_uri} has no class {', '.join(unknown)}; its classes: {', '.join(classes)}")
     signal = predictor.pipeline.at_model_rate(record.signal, record.fs)
+    problem = records_problem(signal[None], min_samples=predictor.pipeline.crop, max_abs_mv=MAX_ABS_MV,
+                              fs=predictor.pipeline.fs)
+    if problem:  # what predict refuses
+        raise EcgtlError(f"{record_path}: {problem}")
     if not class_names:
         probabilities = predictor.predict_proba(signal[None])[0]
         class_names = tuple(classes[j] for j in np.argsort(-probabilities)[:top])
     explanations = [explain_record(predictor.model, predictor.pipeline, signal, classes.index(name), class_name=name,
                                    record_id=record.record_id, steps=steps) for name in class_names]
-    out.mkdir(parents=True, exist_ok=True)
-    html, data = out / f"explain-{record.record_id}.html", out / f"explain-{record.record_id}.json"
-    html.write_text(explanations_page({e.class_name: [e] for e in explanations},
-                                      f"ecgtl explain {record.record_id} ({model_uri})"), encoding="utf-8")
-    data.write_text(json.dumps({"record": record.record_id, "model": model_uri, "fs": predictor.pipeline.fs, "classes": [
+    page = explanations_page({e.class_name: [e] for e in explanations},
+                             f"ecgtl explain {record.record_id} ({model_uri})")
+    summary = json.dumps({"record": record.record_id, "model": model_uri, "fs": predictor.pipeline.fs, "classes": [
         {"class": e.class_name, "logit": e.logit, "convergence_delta": e.convergence_delta,
-         "lead_importance": e.to_dict()["lead_importance"]} for e in explanations]}, indent=1))
-    return [html, data]
+         "lead_importance": e.to_dict()["lead_importance"]} for e in explanations]}, indent=1)
+    return write_files(out, {f"{stem}.html": page, f"{stem}.json": summary})

@@ -94,7 +94,11 @@ def find_files(root: str | os.PathLike, suffix: str, *, first_only: bool = False
         except OSError as exc:
             raise EcgtlError(f"{folder}: cannot list folder ({exc.strerror})") from None
         for entry in entries:
-            if entry.is_dir():
+            try:
+                is_folder = entry.is_dir()
+            except OSError:  # a symlink to itself (ELOOP) or one that cannot be followed: not a folder to walk
+                continue
+            if is_folder:
                 if depth + 1 > MAX_FOLDER_DEPTH:
                     raise EcgtlError(f"{root}: folders nested more than {MAX_FOLDER_DEPTH} deep (at {entry.path[:200]}...)")
                 stack.append((Path(entry.path), depth + 1))
@@ -103,3 +107,106 @@ def find_files(root: str | os.PathLike, suffix: str, *, first_only: bool = False
                 if first_only:
                     return found
     return sorted(found)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+NAME_LIMIT = 120  # characters of a file name ecgtl derives from what it read (a record id): far below 255 bytes
+
+
+def output_folder(out: str | os.PathLike) -> Path:
+    """The folder a command writes into, checked (and created, with its parents) before any work: one line when
+    it is a file, lies under a file, or cannot be created."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EcgtlError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EcgtlError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise EcgtlError(f"{out}: the output folder is not writable")
+    return out
+
+
+def safe_name(text: str, suffix: str = "", limit: int = NAME_LIMIT) -> str:
+    """A file name made from text read in a file (a record's id): only letters, digits and `._-` kept, never a
+    hidden or empty name, and at most `limit` characters (a longer one is cut and given a digest of the whole,
+    so two long ids stay two names)."""
+    import hashlib
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".") or "record"
+    room = limit - len(suffix)
+    if len(name) > room:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        name = f"{name[:room - 13]}-{digest}"
+    return name + suffix
+
+
+def check_targets(folder: str | os.PathLike, names) -> Path:
+    """The output folder (`output_folder`) and the names to be written in it, checked before any work: plain file
+    names (no separators, no `..`, at most 255 bytes), each absent or a file or symlink that a rename can replace
+    (a folder, FIFO or device there is refused). Returns the folder."""
+    folder = output_folder(folder)
+    for name in names:
+        if Path(name).name != name or name in ("", ".", "..") or len(name.encode("utf-8", "surrogateescape")) > 255:
+            raise EcgtlError(f"{folder}: {name[:80]!r} is not a plain file name")
+        target = folder / name
+        if not target.is_symlink() and target.exists() and not target.is_file():
+            raise EcgtlError(f"{target}: exists and is not a file; move it away first")
+    return folder
+
+
+def write_files(folder: str | os.PathLike, contents: dict[str, str | bytes | Path]) -> list[Path]:
+    """The one way ecgtl writes output files: each of `contents` (name -> text, bytes, or a file already written
+    elsewhere on the same filesystem, which is moved) into `folder`, nowhere else.
+
+    - Names are plain file names (no separators, no `..`, at most 255 bytes), else nothing is written.
+    - Whatever stands at a name is checked before anything is written: a folder (or a FIFO, a device) there is
+      refused; a file or a symlink is replaced by a rename, which replaces the link itself and never writes
+      through it to a file outside the folder.
+    - Everything is written to temporary files in `folder` first, then renamed into place; if a rename fails,
+      the ones already made are undone, so the folder holds either the old set of files or the new one.
+    """
+    import secrets
+    import shutil
+
+    folder = check_targets(folder, contents)
+    token = secrets.token_hex(4)
+    staged: dict[str, Path] = {}
+    try:
+        for name, content in contents.items():
+            temporary = folder / f".{token}-{len(staged)}.tmp"
+            if isinstance(content, Path):
+                shutil.move(str(content), temporary)
+            else:
+                temporary.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+            staged[name] = temporary
+        _swap_in(folder, staged, token)
+    finally:
+        for temporary in staged.values():
+            temporary.unlink(missing_ok=True)
+    return [folder / name for name in contents]
+
+
+def _swap_in(folder: Path, staged: dict[str, Path], token: str) -> None:
+    """Rename every staged file over its name; the old files are kept aside until all renames worked."""
+    kept: dict[str, Path] = {}
+    placed: list[str] = []
+    try:
+        for position, (name, temporary) in enumerate(staged.items()):
+            target = folder / name
+            if target.is_symlink() or target.exists():
+                aside = folder / f".{token}-old-{position}"
+                os.replace(target, aside)
+                kept[name] = aside
+            os.replace(temporary, target)
+            placed.append(name)
+    except OSError as exc:
+        for name in placed:
+            (folder / name).unlink(missing_ok=True)
+        for name, old in kept.items():
+            os.replace(old, folder / name)
+        raise EcgtlError(f"{folder}: could not write {name} ({exc.strerror}); the files there are as they were") from None
+    for old in kept.values():
+        old.unlink(missing_ok=True)

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from ecgtl.config import SEED_RANGE, Range
+from ecgtl.config import SEED_RANGE, Range, choices
 from ecgtl.errors import EcgtlError
 
 STANDARD_LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
-DOMAINS = ("time", "fft_abs", "fft_real", "fft_imag")
-AGGREGATIONS = ("max", "mean")
+Domain = Literal["time", "fft_abs", "fft_real", "fft_imag"]
+Aggregation = Literal["max", "mean"]
 # Amplitude convention: `dataset` keeps the units (mV) and lets the fitted lead scaler standardise; `record`
 # first standardises each lead of each record (ecgtl.data.signal.standardise_records).
-SCALINGS = ("dataset", "record")
+Scaling = Literal["dataset", "record"]
+DOMAINS: tuple[str, ...] = choices(Domain)
+AGGREGATIONS: tuple[str, ...] = choices(Aggregation)
+SCALINGS: tuple[str, ...] = choices(Scaling)
 # Sampling rates ecgtl reads and models run at (Hz): headers outside it are record problems, options errors.
 FS_RANGE: tuple[float, float] = (50.0, 16_000.0)
 # Beyond this an ECG sample (in mV) is physically absurd (a wrong gain or unit): ECGs stay within about ±10 mV,
@@ -68,8 +72,8 @@ class InputContract:
 
     fs: float
     leads: tuple[str, ...]
-    domain: str
-    scaling: str = "dataset"
+    domain: Domain
+    scaling: Scaling = "dataset"
 
     def describe(self) -> str:
         return f"{leads_label(self.leads)} leads, {self.domain}, {self.fs:g} Hz, {self.scaling} scaling"

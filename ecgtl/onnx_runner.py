@@ -4,6 +4,10 @@
     python run_onnx.py EXPORT_DIR signals.npy        # signals [records, 12, samples] in mV at the model's fs
     -> JSON: classes, calibrated probabilities and labels per record
 
+Input the model cannot score (a single record [12, samples] or an empty batch, NaN or implausible values,
+records shorter than one window: `signal_checks.records_problem`, the contract serving applies, with the limits in
+`pipeline.json`) is refused with one line on stderr and exit status 2; the JSON never holds NaN.
+
 Every step is the torch pipeline's (`ecgtl.pipeline.InputPipeline.predict_logits`, the stored calibrator and
 thresholds), written again in numpy: per-record standardisation (scaling=record), lead selection, sliding
 windows over the whole record (the last flush with its end), the domain transform, the lead scaler, the window
@@ -18,6 +22,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+try:  # inside ecgtl; beside run_onnx.py in an export folder, the file is imported on its own
+    from ecgtl.signal_checks import records_problem
+except ImportError:
+    from signal_checks import records_problem
 
 FLAT_LEAD_SD = 1e-6  # as ecgtl.data.signal: a flatter lead becomes zeros
 STANDARD_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -83,13 +92,22 @@ class OnnxPipeline:
         self.lead_index = np.array([STANDARD_LEADS.index(lead) for lead in pipeline["leads"]])
         self.mean = np.asarray(pipeline["scaler"]["mean"], dtype=np.float32)
         self.std = np.asarray(pipeline["scaler"]["std"], dtype=np.float32)
+        if "contract" not in self.spec:
+            raise ValueError("pipeline.json carries no input contract: export the model again with this ecgtl")
+        self.contract = self.spec["contract"]
+
+    def problem(self, signals: np.ndarray) -> str | None:
+        """Why `signals` cannot be scored (the input contract), or None."""
+        return records_problem(signals, min_samples=self.contract["min_samples"],
+                               max_abs_mv=self.contract["max_abs_mv"], fs=self.contract["fs"])
 
     def logits(self, signals: np.ndarray) -> np.ndarray:
         """[records, classes] from records [records, 12, samples] in mV at the model's rate."""
         pipeline = self.spec["pipeline"]
+        problem = self.problem(signals)
+        if problem:
+            raise ValueError(problem)
         block = np.asarray(signals, dtype=np.float32)
-        if block.ndim != 3 or block.shape[1] != 12:
-            raise ValueError(f"expected signals [records, 12, samples], got {block.shape}")
         length = block.shape[-1]
         if pipeline.get("scaling") == "record":
             block = _standardise(block)
@@ -122,11 +140,19 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    runner = OnnxPipeline(argv[0])
-    probabilities, labels = runner.predict(np.load(argv[1]))
+    try:
+        runner = OnnxPipeline(argv[0])
+        signals = np.load(argv[1], allow_pickle=False)
+        probabilities, labels = runner.predict(signals)
+        if not np.isfinite(probabilities).all():
+            raise ValueError("the model's output is not finite for this input")
+    except (OSError, ValueError, KeyError) as exc:  # unreadable files, inputs outside the contract: one line
+        print(f"error: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+        return 2
     classes = runner.spec["classes"]
     print(json.dumps({"classes": classes, "probabilities": probabilities.round(6).tolist(),
-                      "labels": [[c for c, on in zip(classes, row, strict=True) if on] for row in labels]}))
+                      "labels": [[c for c, on in zip(classes, row, strict=True) if on] for row in labels]},
+                     allow_nan=False))
     return 0
 
 

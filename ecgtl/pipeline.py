@@ -22,17 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecgtl.config import check_options
 from ecgtl.data.dataset import LeadScaler, batch_bounds, sliding_windows, valid_lengths, window_starts
 from ecgtl.data.signal import resample, standardise_records
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import (
-    AGGREGATIONS,
-    DOMAINS,
-    SCALINGS,
-    STANDARD_LEADS,
-    InputContract,
-    parse_leads,
-)
+from ecgtl.inputs import STANDARD_LEADS, Aggregation, Domain, InputContract, Scaling, parse_leads
 
 # Windows per forward pass in inference: 32 ten-second records (224 windows) still go in one pass.
 MAX_WINDOWS_PER_PASS = 256
@@ -51,20 +45,15 @@ def to_domain(windows: np.ndarray, domain: str) -> np.ndarray:
 class InputPipeline:
     fs: float
     leads: tuple[str, ...] = STANDARD_LEADS
-    domain: str = "time"
+    domain: Domain = "time"
     crop_s: float = 2.5
     stride_s: float = 1.25
-    aggregation: str = "max"
+    aggregation: Aggregation = "max"
     scaler: LeadScaler | None = None
-    scaling: str = "dataset"
+    scaling: Scaling = "dataset"
 
     def __post_init__(self) -> None:
-        if self.scaling not in SCALINGS:
-            raise EcgtlError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
-        if self.domain not in DOMAINS:
-            raise EcgtlError(f"domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise EcgtlError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
+        check_options(self)  # a bundle's pipeline (from JSON) meets the same declared choices as a config
         if not self.fs > 0 or self.crop < 8 or self.stride < 1:
             raise EcgtlError(f"fs {self.fs:g} Hz with crop {self.crop_s:g} s and stride {self.stride_s:g} s "
                              "gives windows too short to classify")

@@ -35,17 +35,22 @@ def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl", header: 
 
 def save_figure(figure: go.Figure, path: str | Path, scale: float = 1.0) -> Path:
     """Write `.html` (self-contained) or `.png` (kaleido, needs a Chromium on PATH) by the suffix."""
+    import tempfile
+
+    from ecgtl.files import check_targets, write_files
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
+    if suffix not in (".html", ".png"):
+        raise EcgtlError(f"{path}: unsupported figure format {suffix or '(none)'}; use .html or .png")
+    folder = check_targets(path.parent, [path.name])
     if suffix == ".html":
-        path.write_text(figures_to_html([figure], title=path.stem), encoding="utf-8")
-    elif suffix == ".png":
+        return write_files(folder, {path.name: figures_to_html([figure], title=path.stem)})[0]
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".png-") as tmp:  # kaleido writes, then one rename
+        drawn = Path(tmp) / "figure.png"
         try:
-            figure.write_image(path, scale=scale)
+            figure.write_image(drawn, scale=scale)
         except Exception as exc:  # kaleido raises several types when Chromium is missing
             raise EcgtlError(f"{path}: PNG export failed ({str(exc).splitlines()[0]}); install kaleido and "
                              "Chromium, or write .html") from None
-    else:
-        raise EcgtlError(f"{path}: unsupported figure format {suffix or '(none)'}; use .html or .png")
-    return path
+        return write_files(folder, {path.name: drawn})[0]

@@ -15,6 +15,9 @@ from pathlib import Path
 from ecgtl.data.records import read_record
 from ecgtl.errors import EcgtlError, RecordError
 from ecgtl.files import find_files
+from ecgtl.inputs import MAX_ABS_MV
+from ecgtl.runs import check_model_uri
+from ecgtl.signal_checks import records_problem
 
 
 @dataclass
@@ -78,6 +81,7 @@ def predict(path: Path, model_uri: str) -> Predictions:
     from ecgtl.data.cinc import CINC_GAIN_ERRATA
     from ecgtl.inference import Predictor
 
+    check_model_uri(model_uri)  # before folders are walked or anything is fetched
     headers, root = header_files(path)
     tracking.configure()
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,9 +95,9 @@ def predict(path: Path, model_uri: str) -> Predictions:
             out.problems.append((str(header), str(exc)))
             continue
         signal = predictor.pipeline.at_model_rate(record.signal, record.fs)[None]
-        if signal.shape[-1] < predictor.pipeline.crop:
-            out.problems.append((str(header), f"{header}: {signal.shape[-1] / info.fs:.1f} s is shorter than one "
-                                 f"{predictor.pipeline.crop_s:g} s window"))
+        problem = records_problem(signal, min_samples=predictor.pipeline.crop, max_abs_mv=MAX_ABS_MV, fs=info.fs)
+        if problem:
+            out.problems.append((str(header), f"{header}: {problem}"))
             continue
         probabilities, labels = predictor.predict(signal)
         out.results.append(Prediction(record.record_id, str(header), record.fs, record.signal.shape[-1] / record.fs,

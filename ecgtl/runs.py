@@ -107,3 +107,46 @@ def metric_column(key: str) -> str:
 def tag_column(key: str) -> str:
     """The column of a tag in `mlflow.search_runs` frames."""
     return f"tags.{key}"
+
+
+# ------------------------------------------------------------------------------------------------ model URIs
+MODEL_URI_FORMS = ("models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/PATH, a model folder "
+                   "or an artifact store URI (s3://, gs://, mlflow-artifacts:/ ...)")
+# Artifact stores MLflow downloads a model folder from (plain http is not one: MLflow serves artifacts over HTTP
+# as mlflow-artifacts:/ URIs).
+REMOTE_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs", "dbfs", "mlflow-artifacts")
+
+
+def check_model_uri(uri: str) -> None:
+    """The form of a model URI, checked before anything is looked up, downloaded or copied: one line naming what
+    is wrong. A local folder (a path or `file://`) must hold an ecgtl model itself (an `MLmodel` file with the
+    bundle beside it, or a bare bundle): a home folder is refused here, not copied first."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from ecgtl.errors import EcgtlError
+
+    text = str(uri).strip()
+    scheme = text.partition(":")[0] if ":" in text else ""
+    if scheme == "models":
+        body = text.removeprefix("models:/")
+        name, at, reference = body.partition("@") if "@" in body else body.partition("/")
+        if not text.startswith("models:/") or not name or (at and not reference) or "/" in reference:
+            raise EcgtlError(f"{text!r}: not a model URI; use {MODEL_URI_FORMS}")
+        return
+    if scheme == "runs":
+        run_id, _, path = text.removeprefix("runs:/").partition("/")
+        if not text.startswith("runs:/") or not run_id or not path:
+            raise EcgtlError(f"{text!r}: a runs:/ URI names a run and a path in it (runs:/RUN_ID/model)")
+        return
+    if scheme in REMOTE_SCHEMES:
+        if not urlparse(text).path.strip("/"):
+            raise EcgtlError(f"{text!r}: names no model folder in the store")
+        return
+    if scheme not in ("", "file") and not Path(text).exists():
+        raise EcgtlError(f"{text!r}: unknown scheme {scheme + ':'!r}; use {MODEL_URI_FORMS}")
+    folder = Path(urlparse(text).path if scheme == "file" else text).expanduser()
+    if not folder.is_dir():
+        raise EcgtlError(f"{folder}: no such model folder" if not folder.exists() else f"{folder}: not a model folder")
+    if not ((folder / "MLmodel").is_file() or (folder / "bundle.json").is_file()):
+        raise EcgtlError(f"{folder}: not an ecgtl model folder (no MLmodel or bundle.json in it)")

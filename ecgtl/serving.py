@@ -44,37 +44,24 @@ def _bad_input(message: str):
 
 def validated_signals(model_input, pipeline, fs: float | None) -> np.ndarray:
     """The records as float32 [records, 12, samples] at the rate of `pipeline` (the model's `InputPipeline`),
-    or a 400-class error saying why."""
+    or a 400-class error saying why (`signal_checks.records_problem`, the contract every entry point applies)."""
     from ecgtl.inputs import FS_RANGE, MAX_ABS_MV, MAX_REQUEST_VALUES
+    from ecgtl.signal_checks import records_problem
 
     if isinstance(model_input, dict):
         model_input = model_input.get(INPUT_NAME, next(iter(model_input.values()), None))
-    signals = np.asarray(model_input)
-    if signals.dtype.kind not in "fiu":
-        raise _bad_input(f"input dtype {signals.dtype} is not numeric: send float32 signals in mV")
-    if signals.ndim != 3 or signals.shape[1] != 12:
-        raise _bad_input(f"input shape {signals.shape}: expected [records, 12 leads, samples]")
-    if signals.shape[0] == 0:
-        raise _bad_input("no records")
-    if signals.size > MAX_REQUEST_VALUES:
-        raise _bad_input(f"input holds {signals.size} values, more than the {MAX_REQUEST_VALUES} one request may "
-                         "carry: send fewer or shorter records per request")
-    if not np.isfinite(signals).all():
-        raise _bad_input("input holds NaN or infinite values")
-    if np.abs(signals).max() > MAX_ABS_MV:
-        raise _bad_input(f"input holds values beyond ±{MAX_ABS_MV:g} mV ({float(np.abs(signals).max()):.3g}): "
-                         "signals are expected in mV")
-    model_fs, crop_s = pipeline.fs, pipeline.crop_s
-    rate = model_fs if fs is None else fs
+    rate = pipeline.fs if fs is None else fs
     try:
         rate = float(rate)
     except (TypeError, ValueError):
         raise _bad_input(f"fs {fs!r} is not a number") from None
     if not (np.isfinite(rate) and FS_RANGE[0] <= rate <= FS_RANGE[1]):
         raise _bad_input(f"fs {rate:g} Hz is outside {FS_RANGE[0]:g}..{FS_RANGE[1]:g} Hz")
-    if signals.shape[-1] / rate < crop_s:
-        raise _bad_input(f"records of {signals.shape[-1]} samples at {rate:g} Hz are shorter than one "
-                         f"{crop_s:g} s window")
+    signals = np.asarray(model_input)
+    problem = records_problem(signals, min_samples=pipeline.crop_s * rate, max_abs_mv=MAX_ABS_MV, fs=rate,
+                              max_values=MAX_REQUEST_VALUES)
+    if problem:
+        raise _bad_input(problem)
     return pipeline.at_model_rate(signals, rate)
 
 

@@ -425,6 +425,7 @@ def model_exists(uri: str) -> bool:
     answer means no, any other error (store down, permissions) propagates."""
     import mlflow
 
+    runs.check_model_uri(uri)
     if uri.startswith("models:/") and "@" in uri:
         name, alias = uri.removeprefix("models:/").split("@", 1)
         return version_by_alias(name, alias) is not None
@@ -438,11 +439,13 @@ def model_exists(uri: str) -> bool:
 
 
 def download_model(uri: str, folder: Path) -> Path:
-    """The model at `uri` downloaded into `folder`. A URI that names nothing (or is malformed) is the user's
-    error; a store that cannot be reached is not, and raises as it is."""
+    """The model at `uri` downloaded into `folder`. A URI that names nothing (or is malformed: checked before
+    anything is fetched or copied, `runs.check_model_uri`) is the user's error; a store that cannot be reached
+    is not, and raises as it is."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    runs.check_model_uri(uri)
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
     except Exception as exc:

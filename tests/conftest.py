@@ -272,3 +272,36 @@ def subprocess_env(mlflow_url: str, experiment: str, folder: Path) -> dict:
            "ECGTL_CACHE_DIR": str(folder / "cache"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("MLFLOW_RUN_ID", None)
     return env
+
+
+CLASSES = ["A", "B", "C"]
+
+
+def log_untrained_model(domain: str = "time", scaling: str = "dataset", aggregation: str = "max",
+                        leads: str = "all12", calibration: str = "platt") -> str:
+    """An untrained model with a fitted scaler and calibrator, logged as the active store's run's pyfunc (export
+    parity and hostile-input tests need no training: every step around the window model is what is compared)."""
+    import mlflow
+    import torch
+
+    from ecgtl import serving, tracking
+    from ecgtl.evaluation.calibration import make_calibrator
+    from ecgtl.inference import BundleInfo, save_bundle
+    from ecgtl.inputs import parse_leads
+    from ecgtl.models import create_model
+    from ecgtl.pipeline import InputPipeline
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    signals = rng.normal(0, 0.3, (40, 12, 1000)).astype(np.float32)
+    pipeline = InputPipeline(fs=100.0, leads=parse_leads(leads), domain=domain, aggregation=aggregation,
+                             scaling=scaling).fit_scaler(signals, np.full(40, 1000))
+    model = create_model("xresnet1d18", len(CLASSES), n_leads=pipeline.n_channels).eval()
+    logits = rng.normal(0, 2, (200, len(CLASSES)))
+    calibrator = make_calibrator(calibration).fit(logits, (rng.random((200, len(CLASSES))) < 0.3).astype(float))
+    info = BundleInfo("xresnet1d18", CLASSES, "shared18", pipeline.to_dict(), calibrator.to_dict(), [0.3, 0.5, 0.7])
+    tracking.configure()
+    with mlflow.start_run():
+        bundle = save_bundle(Path.cwd() / f"bundle-{domain}", model, info)
+        return tracking.log_model(bundle, signals[:2], python_model=serving.pyfunc_model(),
+                                  signature=serving.signature(100.0, CLASSES), metadata={})

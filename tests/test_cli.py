@@ -180,3 +180,55 @@ def test_options_take_the_underscore_and_the_dash_spelling(args):
     assert "No such option" not in result.output
     help_text = CliRunner().invoke(cli, ["finetune", "--help"]).output
     assert "--train.batch_size, --train.batch-size" in help_text
+
+
+def _commands(command, path=("ecgtl",)):
+    import click
+
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield " ".join(path), command
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import click
+
+    for path, command in _commands(cli):
+        for param in command.params:
+            if isinstance(param, click.Option):
+                text = (param.help or "").split("default:")[0].strip()
+                assert text, f"{path} {param.opts[0]} has no help text"
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "main", "ablation", "tune"])
+def test_every_enumerated_option_shows_its_declared_choices(command):
+    """The choices come from the config field's declaration (Literal / OneOf): the CLI's Choice is that tuple."""
+    import click
+
+    from ecgtl.config import choices, field_types
+    from ecgtl.stages import configs
+
+    config_class = {"pretrain": configs.PretrainConfig, "finetune": configs.FinetuneConfig,
+                    "evaluate": configs.EvaluateConfig, "main": configs.MainConfig,
+                    "ablation": configs.AblationConfig, "tune": configs.TuneConfig}[command]
+    params = {param.opts[0]: param for param in cli.commands[command].params}
+    help_text = " ".join(CliRunner().invoke(cli, [command, "--help"], terminal_width=400).output.split())
+    enumerated = {name: choices(kind) for name, kind in field_types(config_class).items() if choices(kind)}
+    assert enumerated
+    for name, values in enumerated.items():
+        assert isinstance(params[f"--{name}"].type, click.Choice) and tuple(params[f"--{name}"].type.choices) == values
+        assert f"[{'|'.join(values)}]" in help_text, name
+
+
+@pytest.mark.parametrize("args, valid", [
+    (["finetune", "--train.schedule", "nonsense"], ("full", "two_stage", "gradual", "chain_thaw", "frozen")),
+    (["pretrain", "--objective", "jepa"], ("supervised", "contrastive")),
+    (["tune", "--pruner", "sometimes"], ("auto", "hyperband", "successive_halving", "median", "none")),
+])
+def test_a_value_outside_an_options_choices_is_one_line_naming_every_valid_one(args, valid):
+    result = CliRunner().invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert all(f"'{value}'" in lines[0] for value in valid) and args[1] in lines[0]

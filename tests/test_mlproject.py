@@ -64,3 +64,14 @@ def test_dependencies_are_declared_once():
     assert runtime_requirements() == declared
     assert sorted(pip_list) == sorted([*declared, "kaleido>=0.2"])
     assert any(r.startswith("pyyaml") for r in declared)
+
+
+def test_mlproject_is_written_from_the_config_declarations():
+    """Every parameter's type, default and documented choices come from its config field: the committed file is
+    what `python -m ecgtl.mlproject` writes (regenerate it after changing a config)."""
+    from ecgtl.mlproject import render
+
+    assert PROJECT.read_text() == render(), "MLproject is stale: python -m ecgtl.mlproject > MLproject"
+    finetune = PROJECT.read_text().split("  finetune:")[1].split("  scratch:")[0]
+    schedule = next(line for line in finetune.splitlines() if line.strip().startswith("schedule:"))
+    assert schedule.endswith("one of full, two_stage, gradual, chain_thaw, frozen")

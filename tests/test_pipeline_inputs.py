@@ -134,7 +134,7 @@ def test_a_model_and_data_that_differ_in_scaling_are_refused_before_training():
     assert DataConfig(scaling="record").contract != DataConfig().contract
     assert input_mismatch(DataConfig(scaling="record").contract, DataConfig(fs=50).contract) == ["sampling rate", "scaling"]
     assert input_mismatch(InputPipeline(fs=100).contract, InputContract(100.0, STANDARD_LEADS, "time")) == []
-    with pytest.raises(EcgtlError, match="data.scaling must be one of"):
+    with pytest.raises(EcgtlError, match="scaling must be one of dataset, record; got 'per-lead'"):
         DataConfig(scaling="per-lead").validate()
 
 

@@ -40,10 +40,13 @@ def _one_line_error(args, message, tmp_path):
     (["main", "--finetune.train.weight_decay", "inf"], "finetune.train.weight_decay must be a finite number"),
     (["promote", "--margin", "nan"], "margin must be a finite number"),
     (["tune", "--timeout", "inf"], "timeout must be a finite number"),
-    (["ablation", "--axis", "seed=x"], "axis seed: 'x' is not a number"),
-    (["ablation", "--axis", "target_fraction=nan"], "axis target_fraction: values must be a finite number"),
-    (["ablation", "--axis", "seed=1e10"], "axis seed: values must be a whole number >= 0 and <= 4294967295"),
-    (["ablation", "--axis", "fs=20"], "axis fs: values must be a finite number >= 50 and <= 16000, got 20"),
+    (["ablation", "--axis", "seed=x"], "axis seed: cannot read 'x' as a whole number"),
+    (["ablation", "--axis", "seed=1.5"], "axis seed: cannot read '1.5' as a whole number"),
+    (["ablation", "--axis", "target_fraction=nan"], "axis target_fraction: must be a finite number, got nan"),
+    (["ablation", "--axis", "seed=1e10"], "axis seed: must be >= 0 and <= 4294967295, got 10000000000"),
+    (["ablation", "--axis", "fs=20"], "axis fs: must be >= 50 and <= 16000, got 20"),
+    (["ablation", "--axis", "init=warm"], "axis init: must be one of pretrained, scratch, linear_probe, random_frozen"),
+    (["pretrain", "--temperature", "1e-30"], "temperature must be >= 0.001 and <= 10, got 1e-30"),
 ])
 def test_bad_numbers_are_one_line_before_any_run(tmp_path, args, message):
     _one_line_error(args, message, tmp_path)
@@ -102,8 +105,8 @@ def test_named_files_that_are_directories_or_devices_are_refused_at_once(tmp_pat
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("axes:\n  target_fraction: [abc]\n", "axis target_fraction: 'abc' is not a number"),
-    ("axes:\n  seed: [1e10]\n", "axis seed: values must be a whole number"),
+    ("axes:\n  target_fraction: [abc]\n", "axis target_fraction: cannot read 'abc' as float"),
+    ("axes:\n  seed: [1e10]\n", "axis seed: must be >= 0 and <= 4294967295"),
     ("axes:\n  seed: [[1, 2]]\n", "axis seed: expected a list of values"),
     ("- 1\n", "expected a mapping with 'axes"),
     (BILLION_LAUGHS, "grid file uses YAML aliases"),

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ecgtl import __version__
-from ecgtl.config import check_numbers
+from ecgtl.config import check_choice, check_options
 from ecgtl.data.prepare_config import PrepareConfig
 from ecgtl.data.record_source import RecordProblem, RecordSource
 from ecgtl.data.records import parse_header, read_signal
@@ -191,8 +191,7 @@ class PreparedData:
         return float(self.manifest["config"]["fs"])
 
     def split(self, name: str) -> SplitData:
-        if name not in SPLITS:
-            raise DatasetError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        check_choice("split", name, SPLITS, DatasetError)
         index = self.index
         return SplitData(
             signals=np.load(self.path / f"{name}.npy", mmap_mode="r"),
@@ -216,7 +215,7 @@ def load_cache(path: Path) -> PreparedData:
 def prepare(config: PrepareConfig, cache_dir: Path | None = None, strict: bool = False,
             workers: int | None = None, progress: bool = True) -> PreparedData:
     """Build (or reopen) the cache for `config`. `strict` turns any skipped record into an error."""
-    check_numbers(config)
+    check_options(config)
     spec = resolve_spec(config.spec)
     root = Path(cache_dir) if cache_dir else cache_root()
     key = cache_key(config, fingerprint_of(spec))

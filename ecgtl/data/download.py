@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ecgtl.config import check_choice
 from ecgtl.errors import EcgtlError
 from ecgtl.files import read_text_file
 from ecgtl.progress import progress_bar
@@ -141,8 +142,7 @@ def download(name: str, folder: Path, mirror: str | None = None, progress: bool 
     """Download (or resume) a release into `folder`, verifying every file's SHA-256."""
     from wfdb.io import download as wfdb_download
 
-    if name not in RELEASES:
-        raise EcgtlError(f"unknown dataset {name!r}; choose from {', '.join(RELEASES)}")
+    check_choice("dataset", name, RELEASES)
     release = RELEASES[name]
     index_url = (mirror or PHYSIONET_FILES_URL).rstrip("/") + "/"
     folder = Path(folder)

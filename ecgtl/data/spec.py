@@ -30,7 +30,8 @@ class DatasetSpec:
         return dict(self.params)
 
     def __str__(self) -> str:
-        query = f"?{urlencode(self.params, safe='/')}" if self.params else ""
+        """The canonical spelling: options sorted (`parse_spec` sorts them), commas kept (`rates=100,500`)."""
+        query = f"?{urlencode(self.params, safe='/,')}" if self.params else ""
         return f"{self.kind}:{self.target}{query}"
 
     @property

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ecgtl.config import SEED_RANGE
+from ecgtl.config import SEED_RANGE, check_choice
 from ecgtl.data.labels import SHARED18
 from ecgtl.data.spec import DatasetSpec
 from ecgtl.data.synthetic_labels import OTHER_LABELS, sample_labels
@@ -71,8 +71,7 @@ class SynthConfig:
     noise: bool = True
 
     def validate(self) -> SynthConfig:
-        if self.like not in LAYOUTS:
-            raise DatasetError(f"unknown synthetic layout {self.like!r}; choose from {', '.join(LAYOUTS)}")
+        check_choice("synthetic layout", self.like, LAYOUTS, DatasetError)
         if not 1 <= self.n <= MAX_SYNTHETIC_RECORDS:
             raise DatasetError(f"n must lie in 1..{MAX_SYNTHETIC_RECORDS} records, got {self.n}")
         if not SEED_RANGE.contains(self.seed):

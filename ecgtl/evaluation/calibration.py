@@ -20,6 +20,7 @@ Platt and temperature scaling are strictly monotone per class and so keep each c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -27,6 +28,7 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from ecgtl.config import check_choice, choices
 from ecgtl.errors import EvaluationError
 from ecgtl.evaluation.metrics import validate
 
@@ -200,19 +202,19 @@ class IsotonicCalibration(Calibrator):
                 "knots_y": [y.tolist() for y in self.knots_y]}
 
 
-CALIBRATION_METHODS = ("platt", "temperature", "temperature_per_class", "isotonic")
+CalibrationMethod = Literal["platt", "temperature", "temperature_per_class", "isotonic"]
+CALIBRATION_METHODS: tuple[str, ...] = choices(CalibrationMethod)
 
 
-def make_calibrator(method: str) -> Calibrator:
+def make_calibrator(method: CalibrationMethod) -> Calibrator:
+    check_choice("calibration method", method, CalibrationMethod, EvaluationError)
     if method == "platt":
         return PlattScaling()
     if method == "temperature":
         return TemperatureScaling()
     if method == "temperature_per_class":
         return TemperatureScaling(method="temperature_per_class", per_class=True)
-    if method == "isotonic":
-        return IsotonicCalibration()
-    raise EvaluationError(f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
+    return IsotonicCalibration()
 
 
 def calibrator_from_dict(data: dict) -> Calibrator:

@@ -1,7 +1,8 @@
 """One evaluation report from (labels, logits on val, logits on test, class names), for every stage.
 
 Metric keys are stable and identical across stages, so runs line up in MLflow's compare view
-(`{split}_{metric}[_{class}]`, class names with '/' written '_', e.g. `test_auc_LAO_LAE`):
+(`{split}_{metric}[_{class}]`, a class's name with every character but letters, digits, `.`, `-` and `_` written
+`_`, e.g. `test_auc_LAO_LAE`; the per-class table's `metric_name` column shows each one):
 
 | key | meaning |
 |---|---|
@@ -23,6 +24,7 @@ calibrator and thresholds fitted on the model's own validation split), never on 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from scipy.special import expit
 
+from ecgtl.errors import EvaluationError
 from ecgtl.evaluation import metrics as m
 from ecgtl.evaluation.calibration import (
     CALIBRATION_METHODS,
@@ -46,8 +49,21 @@ from ecgtl.evaluation.label_shift import Correction, shift_probabilities
 
 
 def metric_class_name(name: str) -> str:
-    """A class name as it appears in metric keys ('LAO/LAE' -> 'LAO_LAE')."""
-    return name.replace("/", "_").replace(" ", "_")
+    """A class name as it appears in metric keys: every character MLflow refuses in a key, and `/` and spaces,
+    written as `_` ('LAO/LAE' -> 'LAO_LAE', 'NORM (sinus)' -> 'NORM__sinus_'). The report's per-class table
+    shows each class beside its key (`metric_name`)."""
+    return re.sub(r"[^\w.\-]", "_", name, flags=re.ASCII)
+
+
+def check_class_names(classes: Sequence[str]) -> None:
+    """Classes whose metric keys would collide are refused (one line), before any training."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        key = metric_class_name(name)
+        if key in seen:
+            raise EvaluationError(f"classes {seen[key]!r} and {name!r} both become the metric name {key!r}; "
+                                  "rename one of them")
+        seen[key] = name
 
 
 def prior_metrics(split: str, classes: Sequence[str], correction: Correction) -> dict[str, float]:
@@ -175,6 +191,7 @@ def evaluate_predictions(y_val: np.ndarray | None, logits_val: np.ndarray | None
     primary_probabilities = calibrated[primary_calibration]
     per_class = pd.DataFrame({
         "class": classes,
+        "metric_name": [metric_class_name(name) for name in classes],
         "n_positive": y_test.sum(axis=0),
         "auc": [i.estimate for i in boot.per_class],
         "auc_ci_low": [i.low for i in boot.per_class],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ecgtl.errors import EcgtlError
+from ecgtl.config import check_choice
 from ecgtl.models.base import EcgModel
 from ecgtl.models.inception1d import inception1d
 from ecgtl.models.resnet1d import resnet1d_wang
@@ -18,8 +18,7 @@ MODEL_BUILDERS: dict[str, Callable[[int, int], EcgModel]] = {
 
 
 def create_model(name: str, n_classes: int, n_leads: int = 12) -> EcgModel:
-    if name not in MODEL_BUILDERS:
-        raise EcgtlError(f"unknown model {name!r}; choose from {', '.join(MODEL_BUILDERS)}")
+    check_choice("model", name, MODEL_BUILDERS)
     model = MODEL_BUILDERS[name](n_leads, n_classes)
     model.architecture = name
     return model

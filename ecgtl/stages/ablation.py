@@ -32,32 +32,28 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import re
 import sys
 from dataclasses import dataclass, replace
 
 from ecgtl import runs, tracking
-from ecgtl.config import SEED_RANGE, Range, build, flatten, reuse_key
+from ecgtl.config import build, check_choice, check_options, flatten, reuse_key
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
-from ecgtl.inputs import DOMAINS, FS_RANGE, leads_label, parse_leads
+from ecgtl.inputs import leads_label, parse_leads
 from ecgtl.redaction import redact
 from ecgtl.stages.common import StageResult
 from ecgtl.stages.configs import (
     AXES,
     AXIS_DEFAULTS,
     EXTRA_PRESETS,
-    FINETUNE_LABEL_SHIFTS,
     FS_AUGMENT_OFF,
     INITS,
-    OBJECTIVES,
     OPTIONAL_AXES,
     PRESETS,
     PRETRAINED_INITS,
-    REGISTERED,
     SOURCE_AXES,
     AblationConfig,
     DataConfig,
@@ -68,54 +64,41 @@ from ecgtl.stages.configs import (
 from ecgtl.stages.finetune import finetune, scratch_config
 from ecgtl.stages.pretrain import pretrain
 from ecgtl.stages.reuse import pretrained_uri, reuse_or_run
+from ecgtl.training.config import TrainConfig
 
 STAGE = runs.ABLATION
 
 
 # ------------------------------------------------------------------------------------------------ the grid
+# The config field each axis sets in a cell: its values are read and checked as that field's (declared choices,
+# ranges, types), so an axis accepts exactly what the option does.
+AXIS_FIELDS: dict[str, tuple[type, str]] = {
+    "target_fraction": (DataConfig, "fraction"), "source_fraction": (DataConfig, "fraction"),
+    "fs": (DataConfig, "fs"), "target_fs": (DataConfig, "record_fs"), "domain": (DataConfig, "domain"),
+    "objective": (PretrainConfig, "objective"), "label_shift": (FinetuneConfig, "label_shift"),
+    "init": (FinetuneConfig, "init"), "seed": (TrainConfig, "seed"),
+}
+
+
 def _axis_value(axis: str, text: str):
-    if axis in ("source", "target"):
-        parse_spec(text)  # a bad spec is refused before anything runs
-        return text
-    if axis == "target_fs":
-        value = _number(axis, text)
-        DataConfig(record_fs=value).validate()  # the range data.record_fs allows
-        return value
+    if axis in ("source", "target"):  # normalised: one dataset written two ways is one value, one pretraining
+        return str(parse_spec(text))
     if axis == "fs_augment":
         if text != FS_AUGMENT_OFF:
             PretrainConfig(fs_augment=text).fs_augment_range  # noqa: B018 (parses and checks the range)
         return text
-    if axis == "label_shift":
-        if text not in FINETUNE_LABEL_SHIFTS:
-            raise EcgtlError(f"label_shift values are {', '.join(FINETUNE_LABEL_SHIFTS)}, got {text!r}")
-        return text
-    if axis in ("target_fraction", "source_fraction", "fs", "seed"):
-        value = _number(axis, text)
-        allowed = Range(*FS_RANGE) if axis == "fs" else SEED_RANGE if axis == "seed" else Range(0, 1, low_open=True)
-        if not (math.isfinite(value) and allowed.contains(value)) or (axis == "seed" and value != int(value)):
-            what = "a whole number " if axis == "seed" else "a finite number "
-            raise EcgtlError(f"axis {axis}: values must be {what}{allowed.describe()}, got {text}")
-        return int(value) if axis == "seed" else value
-    if axis == "init":
-        if text not in REGISTERED:
-            raise EcgtlError(f"init values are {', '.join(REGISTERED)}, got {text!r}")
-        return text
-    if axis == "objective":
-        if text not in OBJECTIVES:
-            raise EcgtlError(f"objective values are {', '.join(OBJECTIVES)}, got {text!r}")
-        return text
-    if axis == "domain":
-        if text not in DOMAINS:
-            raise EcgtlError(f"domain values are {', '.join(DOMAINS)}, got {text!r}")
-        return text
-    return leads_label(parse_leads(text))  # leads
-
-
-def _number(axis: str, text: str) -> float:
+    if axis == "leads":
+        return leads_label(parse_leads(text))
+    config_class, name = AXIS_FIELDS[axis]
     try:
-        return float(text)
-    except ValueError:
-        raise EcgtlError(f"axis {axis}: {text!r} is not a number") from None
+        value = getattr(build(config_class, {name: text}), name)
+        check_options(replace(config_class(), **{name: value}))
+        if config_class is DataConfig:
+            replace(DataConfig(), **{name: value}).validate()
+    except EcgtlError as exc:  # the option's own message, said of the axis
+        message = str(exc).removeprefix(f"parameter {name}: ").removeprefix(f"{name} ")
+        raise EcgtlError(f"axis {axis}: {message}") from None
+    return value
 
 
 # Axes whose values hold commas themselves (lead lists, rate ranges, specs): their values are separated by `|`.
@@ -151,7 +134,7 @@ def parse_axes(text: str) -> dict[str, tuple]:
         items = [v.strip() for v in values.split("|" if name in BAR_SEPARATED else ",") if v.strip()]
         if not items:
             raise EcgtlError(f"axis {name}: no values")
-        axes[name] = tuple(_axis_value(name, v) for v in items)
+        axes[name] = tuple(dict.fromkeys(_axis_value(name, v) for v in items))
     return axes
 
 
@@ -162,12 +145,11 @@ def load_grid_file(path: str) -> dict[str, tuple]:
         raise EcgtlError(f"{path}: expected a mapping with 'axes: {{name: [values]}}'")
     axes = {}
     for name, values in data["axes"].items():
-        if name not in AXES:
-            raise EcgtlError(f"{path}: unknown axis {name!r}; choose from {', '.join(AXES)}")
+        check_choice(f"{path}: axis", name, AXES)
         values = values if isinstance(values, list) else [values]
         if not values or any(isinstance(v, (list, dict)) for v in values):
             raise EcgtlError(f"{path}: axis {name}: expected a list of values, got {values!r}"[:300])
-        axes[name] = tuple(_axis_value(name, str(v)) for v in values)
+        axes[name] = tuple(dict.fromkeys(_axis_value(name, str(v)) for v in values))
     return axes
 
 
@@ -184,11 +166,15 @@ def grids(config: AblationConfig) -> list[dict[str, tuple]]:
     overrides = parse_axes(config.axes)
     for axis, text in (("source", config.sources), ("target", config.targets)):
         if text:
-            overrides[axis] = tuple(_axis_value(axis, spec) for spec in split_specs(text))
+            specs = tuple(dict.fromkeys(_axis_value(axis, spec) for spec in split_specs(text)))
+            if not specs:
+                raise EcgtlError(f"{axis}s {text!r}: names no dataset spec")
+            overrides[axis] = specs
     if config.preset == "transfer-matrix":
         size = config.sizing()
-        overrides.setdefault("source", (size.source, other_dataset(size.target)))
-        overrides.setdefault("target", (size.target, other_dataset(size.source)))
+        for axis, specs in (("source", (size.source, other_dataset(size.target))),
+                            ("target", (size.target, other_dataset(size.source)))):
+            overrides.setdefault(axis, tuple(dict.fromkeys(_axis_value(axis, spec) for spec in specs)))
     return [{**grid, **overrides} for grid in chosen]
 
 

@@ -1,17 +1,17 @@
-"""What the training stages share: the data config, and training as small steps composed in the spirit of
-fastai's `fine_tune`:
+"""What the training stages share: the data they load and the steps they compose, in the spirit of fastai's
+`fine_tune` (each stage calls the steps itself; no step switches another off):
 
-    prepared, rows = load_data(config.data, seed)
-    pipeline = fit_pipeline(config.data, config.train, prepared, rows)
-    fitted   = fit_step(model, prepared, rows, config.train, pipeline, run_id)       # per-epoch metrics
-    scores   = score_step(model, pipeline, prepared)                                 # val/test logits
-    report   = report_step(scores, prepared, n_bootstrap, seed)                      # metrics, figures, logits
-    explain_step(model, pipeline, test, classes, per_class)                          # attributions (explain.py)
-    uri      = bundle_step(model, pipeline, report, prepared, ...)                   # pyfunc model of the run
-    version  = tracking.register(uri, name)                                          # only when asked
+    prepared, rows = load_data(config.data, seed)                                # the cache, the training rows
+    run      = TrainingRun(prepared, rows, config.data, stage, run_id, ...)      # what the run trains on
+    datasets = log_inputs(run)                                                   # MLflow dataset inputs
+    pipeline = fit_pipeline(config.data, config.train, prepared, rows)           # the input contract
+    fitted   = fit_step(model, objective, FitData.of(prepared, rows), config.train, pipeline, run_id)
+    report   = evaluate_step(model, pipeline, prepared, n_bootstrap, seed)       # val/test logits -> report
+    explain_step(model, pipeline, test, classes, per_class)                      # attributions (explain.py)
+    result   = publish_step(model, pipeline, report, run, datasets, registration)  # bundle, card, registry
 
-`train_model` runs them in order; ablation cells and tuning trials pass `register=False`, so they never
-create registry versions or move `challenger`.
+`publish_step` logs the model and its card, and registers it when the stage hands it a `Registration` (ablation
+cells and tuning trials hand none: they never create registry versions or move `challenger`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from ecgtl.data.lineage import CONTEXTS, SplitDataset, TrainingRecords
 from ecgtl.data.sources import dataset_identity
 from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
-from ecgtl.evaluation.report import EvaluationReport, evaluate_predictions
+from ecgtl.evaluation.report import EvaluationReport, check_class_names, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
 from ecgtl.inputs import leads_label, parse_leads
 from ecgtl.models import count_parameters
@@ -44,6 +44,7 @@ from ecgtl.pipeline import InputPipeline
 from ecgtl.stages.configs import DataConfig
 from ecgtl.training.config import TrainConfig
 from ecgtl.training.loop import EpochResult, FitResult, fit
+from ecgtl.training.objectives.base import Objective
 
 EXPLANATIONS_PAGE = "evaluation/explanations.html"
 EM_CALIBRATION = "platt"  # stored for label_shift=em: a per-class bias as well as a slope
@@ -76,6 +77,7 @@ def load_data(config: DataConfig, seed: int) -> tuple[PreparedData, np.ndarray]:
     """The prepared cache and the training rows of the seeded, stratified, nested `fraction`."""
     with timing.phase("prepare"):
         prepared = prepare(config.validate().prepare_config())
+    check_class_names(prepared.classes)  # their metric keys, before anything trains
     train = prepared.split("train")
     return prepared, fraction_indices(train.labels, config.fraction, seed)
 
@@ -107,9 +109,9 @@ def stage_tags(stage: str, init: str, source: str, target: str, data: DataConfig
     return tags
 
 
-def checkpoint_path(run_id: str) -> Path:
-    """The run's last-epoch checkpoint (for `--resume`); deleted once the run has logged its model."""
-    return cache_root() / "checkpoints" / run_id / "last.pt"
+def checkpoint_path(run_id: str, objective: str = "supervised") -> Path:
+    """The run's last-epoch checkpoint of one objective (for `--resume`); deleted once the run logged its model."""
+    return cache_root() / "checkpoints" / run_id / f"{objective}.pt"
 
 
 def discard_checkpoint(run_id: str) -> None:
@@ -139,27 +141,93 @@ def split_datasets(prepared: PreparedData, leads: tuple[str, ...], rows_of: dict
 
 
 # ------------------------------------------------------------------------------------------------ steps
-def fit_step(model: EcgModel, prepared: PreparedData, rows: np.ndarray, train_config: TrainConfig,
-             pipeline: InputPipeline, run_id: str, *, resume: bool = False, new_head: bool = True,
-             on_epoch=None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None,
-             augment=None) -> FitResult:
-    """Train, logging every epoch to the active run; `on_epoch` is called after logging (pruning hooks)."""
-    train, val = prepared.split("train"), prepared.split("val")
-    if new_head:
-        model.init_head_bias(train.labels[rows].mean(axis=0))
-    tracking.log_epoch(0, {"n_train_records": len(rows), "n_parameters": count_parameters(model)})
+@dataclass(frozen=True)
+class Registration:
+    """Where a stage's model goes in the registry: the registered name, whether a first version also becomes
+    `champion` (tune's final model never does: that is the promotion gate's job), and tags for the version."""
+
+    name: str
+    champion_if_first: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingRun:
+    """What one training run trains on and the lineage its model carries: the prepared data and training rows,
+    the data config, the stage (pretrain, finetune, scratch), the run, the training records of the model it
+    started from, what the bundle's `extra` records (spec, objective, pretrained URI), and the prepared data of
+    more datasets whose training splits it also learnt from (a self-supervised objective's `extra_specs`)."""
+
+    prepared: PreparedData
+    rows: np.ndarray
+    data: DataConfig
+    stage: str
+    run_id: str
+    inherited: list[TrainingRecords] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    also_trained_on: list[PreparedData] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The records one fit trains on (`train` split, its `rows`) and validates on."""
+
+    train: SplitData
+    rows: np.ndarray
+    val: SplitData
+
+    @classmethod
+    def of(cls, prepared: PreparedData, rows: np.ndarray) -> FitData:
+        return cls(prepared.split("train"), rows, prepared.split("val"))
+
+
+def check_training(train: TrainConfig) -> None:
+    """The training options that name something on this machine (the device; a compiler under `compile`),
+    checked before any data are prepared or a run is opened."""
+    from ecgtl.training.accelerator import check_training as check
+
+    check(train.device, train.compile)
+
+
+def training_priors(prepared: PreparedData, rows: np.ndarray) -> np.ndarray:
+    """Each class's prevalence in the training rows: where a new head's output bias starts."""
+    return prepared.split("train").labels[rows].mean(axis=0)
+
+
+def log_inputs(run: TrainingRun) -> list[SplitDataset]:
+    """Log the splits the run uses (the training splits of `also_trained_on` too, and the training data of the
+    model it started from) as dataset inputs."""
+    leads = parse_leads(run.data.leads)
+    datasets = split_datasets(run.prepared, leads, {"train": run.rows, "val": None, "test": None},
+                              inherited=run.inherited)
+    for more in run.also_trained_on:
+        datasets += split_datasets(more, leads, {"train": None})
+    with timing.phase("logging"):
+        tracking.log_datasets(datasets)
+    return datasets
+
+
+def fit_step(model: EcgModel, objective: Objective, data: FitData, train_config: TrainConfig,
+             pipeline: InputPipeline, run_id: str, *, resume: bool = False, on_epoch=None) -> FitResult:
+    """Train with `objective`, logging every epoch to the active run under the objective's metric names;
+    `on_epoch` is called after logging (pruning hooks). The checkpoint is the run's, one per objective."""
+    name = objective.metric
+    tracking.log_epoch(0, {name("n_train_records"): len(data.rows), name("n_parameters"): count_parameters(model)})
 
     def log_and_hook(result: EpochResult) -> None:
-        values = {"train_loss": result.train_loss, "val_loss": result.val_loss, "val_macro_auc": result.val_macro_auc,
-                  "trainable_params": result.trainable_params, "epoch_seconds": result.seconds}
-        values.update({f"lr_{name}": lr for (name, _), lr in zip(model.layer_groups(), result.lrs, strict=True)})
+        values = {name("train_loss"): result.train_loss, name("val_loss"): result.val_loss,
+                  name("val_macro_auc"): result.val_macro_auc, name("trainable_params"): result.trainable_params,
+                  name("epoch_seconds"): result.seconds}
+        values.update({name(f"lr_{group}"): lr
+                       for (group, _), lr in zip(objective.layer_groups(model), result.lrs, strict=True)})
         tracking.log_epoch(result.epoch, values)
         if on_epoch is not None:
             on_epoch(result)
 
-    fitted = fit(model, train, val, train_config, pipeline, train_rows=rows, checkpoint_path=checkpoint_path(run_id),
-                 resume=resume, on_epoch=log_and_hook, loss_weights=loss_weights, augment=augment)
-    tracking.log_epoch(fitted.best_epoch, {"best_epoch": fitted.best_epoch, "best_val_macro_auc": fitted.best_val_macro_auc})
+    fitted = fit(model, data.train, data.val, train_config, pipeline, objective, train_rows=data.rows,
+                 checkpoint_path=checkpoint_path(run_id, objective.name), resume=resume, on_epoch=log_and_hook)
+    tracking.log_epoch(fitted.best_epoch, {name("best_epoch"): fitted.best_epoch,
+                                           f"best_{objective.signal}": fitted.best_signal})
     return fitted
 
 
@@ -185,45 +253,63 @@ def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: 
     return report
 
 
+def evaluate_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData, n_bootstrap: int,
+                  seed: int) -> EvaluationReport | None:
+    """score -> report on the run's own val/test splits; None (and a note) when they hold no labels: a model
+    trained on data without diagnoses has nothing to report."""
+    if not (prepared.split("test").labels.any() and prepared.split("val").labels.any()):
+        print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
+              "without an evaluation report", file=sys.stderr)
+        return None
+    with timing.phase("evaluation"):
+        scores = score_step(model, pipeline, prepared)
+    return report_step(scores, prepared, n_bootstrap, seed)
+
+
 def explain_step(model: EcgModel, pipeline: InputPipeline, split: SplitData, classes: list[str],
                  per_class: int) -> None:
     """Explain `per_class` records of `split` for every class with positives there (ecgtl/explain.py) and log
     the page, the lead-importance table and the first example (for the dashboard) under `evaluation/`."""
+    from ecgtl import explain
+
     if pipeline.domain != "time":
         return  # an FFT input has no per-sample attribution to draw
-    try:
-        from ecgtl import explain
-    except ImportError:  # captum is the optional extra ecgtl[explain]
-        print("no explanations on the report: pip install 'ecgtl[explain]' (Captum)", file=sys.stderr)
-        return
-    examples = explain.class_examples(model, pipeline, split.signals, split.labels, list(classes),
-                                      per_class=per_class, lengths=valid_lengths(split),
-                                      record_ids=list(split.index["record_id"]))
-    if not examples:
-        return
-    tracking.log_text(explain.explanations_page(examples, "ecgtl: which leads and beats drive each class"),
-                      EXPLANATIONS_PAGE)
-    tracking.log_text(explain.dataset_lead_importance(examples).to_csv(index=False), LEAD_IMPORTANCE_FILE)
-    tracking.log_text(json.dumps(next(iter(examples.values()))[0].to_dict()), EXPLANATION_EXAMPLE_FILE)
+    with timing.phase("evaluation"):
+        examples = explain.class_examples(model, pipeline, split.signals, split.labels, list(classes),
+                                          per_class=per_class, lengths=valid_lengths(split),
+                                          record_ids=list(split.index["record_id"]))
+        if not examples:
+            return
+        tracking.log_text(explain.explanations_page(examples, "ecgtl: which leads and beats drive each class"),
+                          EXPLANATIONS_PAGE)
+        tracking.log_text(explain.dataset_lead_importance(examples).to_csv(index=False), LEAD_IMPORTANCE_FILE)
+        tracking.log_text(json.dumps(next(iter(examples.values()))[0].to_dict()), EXPLANATION_EXAMPLE_FILE)
 
 
-def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport | None, prepared: PreparedData,
-                rows: np.ndarray, *, extra: dict | None = None,
-                inherited: list[TrainingRecords] | None = None) -> str:
-    """Log the model (weights + pipeline + calibrator + thresholds + training records) as the run's pyfunc.
-    Without a report (an encoder pretrained on data without labels) it has no calibrator and no thresholds."""
+def training_records(prepared: PreparedData, rows: np.ndarray | None = None) -> TrainingRecords:
+    """The records of `prepared`'s training split a model learnt from (`rows`, default all), for leak guards."""
     config = prepared.manifest["config"]
     train = prepared.split("train")
-    trained_on = TrainingRecords.of(config["spec"], dataset_identity(config["spec"]), int(config["split_seed"]),
-                                    list(train.index["record_id"].iloc[np.sort(rows)]))
+    chosen = np.arange(len(train)) if rows is None else np.sort(rows)
+    return TrainingRecords.of(config["spec"], dataset_identity(config["spec"]), int(config["split_seed"]),
+                              list(train.index["record_id"].iloc[chosen]))
+
+
+def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport | None, run: TrainingRun) -> str:
+    """Log the model (weights + pipeline + calibrator + thresholds + training records) as the run's pyfunc.
+    Without a report (an encoder pretrained on data without labels) it has no calibrator and no thresholds."""
+    prepared, rows = run.prepared, run.rows
+    config = prepared.manifest["config"]
+    train = prepared.split("train")
+    trained_on = [training_records(prepared, rows)] + [training_records(more) for more in run.also_trained_on]
     info = BundleInfo(
         architecture=model.architecture, classes=list(prepared.classes), label_set=config["label_set"],
         pipeline=pipeline.to_dict(),
         calibrator=report.calibrators[report.primary_calibration].to_dict() if report is not None else None,
         posterior_calibrator=report.calibrators[EM_CALIBRATION].to_dict()
         if report is not None and EM_CALIBRATION in report.calibrators else None,
-        thresholds=report.thresholds.tolist() if report is not None else None, extra=extra or {},
-        training=[t.to_dict() for t in [*(inherited or []), trained_on]],
+        thresholds=report.thresholds.tolist() if report is not None else None, extra=run.extra,
+        training=[t.to_dict() for t in [*run.inherited, *trained_on]],
         train_priors=train.labels[np.sort(rows)].mean(axis=0).tolist() if len(rows) else None,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,54 +323,26 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
     return model_uri
 
 
-def train_model(model: EcgModel, prepared: PreparedData, rows: np.ndarray, data: DataConfig, train_config: TrainConfig,
-                run_id: str, *, registered_name: str | None, n_bootstrap: int, resume: bool = False,
-                extra: dict | None = None, new_head: bool = True, inherited: list[TrainingRecords] | None = None,
-                on_epoch=None, champion_if_first: bool = True, stage: str = runs.FINETUNE,
-                fit_model: bool = True, evaluate: bool = True, version_tags: dict[str, str] | None = None,
-                pipeline: InputPipeline | None = None, loss_weights: tuple[np.ndarray, np.ndarray] | None = None,
-                output_offsets: np.ndarray | None = None, augment=None) -> StageResult:
-    """fit -> score -> report -> bundle -> (register when `registered_name`), inside the active run; `stage`
-    names the training phase in the timing table. `pipeline`: one already fitted on `rows` (else fitted here).
-    `fit_model=False` logs the model as it is (trained elsewhere); with `evaluate=False`, or without labels in val/test, there is no report (and the bundle has no
-    calibrator): an encoder whose head was never trained has nothing to report. `loss_weights` weigh the BCE
-    terms; `output_offsets` are added to the output bias after training (label-shift reweighting); `augment`
-    transforms training batches (`fit`)."""
-    datasets = split_datasets(prepared, parse_leads(data.leads), {"train": rows, "val": None, "test": None},
-                              inherited=inherited)
+def publish_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationReport | None, run: TrainingRun,
+                 datasets: list[SplitDataset], registration: Registration | None) -> StageResult:
+    """The end of every training stage: the model bundle and its card logged to the run, a registry version made
+    when `registration` names where (with the card as its description), the run's checkpoints deleted."""
+    prepared = run.prepared
     with timing.phase("logging"):
-        tracking.log_datasets(datasets)
-    with timing.phase(stage):
-        pipeline = pipeline or fit_pipeline(data, train_config, prepared, rows)
-        if fit_model:
-            fit_step(model, prepared, rows, train_config, pipeline, run_id, resume=resume, new_head=new_head,
-                     on_epoch=on_epoch, loss_weights=loss_weights, augment=augment)
-        if output_offsets is not None:
-            model.shift_head_bias(output_offsets)
-    labelled = bool(prepared.split("test").labels.any() and prepared.split("val").labels.any())
-    report = None
-    if evaluate and labelled:
-        with timing.phase("evaluation"):
-            scores = score_step(model, pipeline, prepared)
-        report = report_step(scores, prepared, n_bootstrap, train_config.seed)
-        if train_config.explain_examples:
-            with timing.phase("evaluation"):
-                explain_step(model, pipeline, prepared.split("test"), prepared.classes, train_config.explain_examples)
-    elif evaluate:
-        print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
-              "without an evaluation report", file=sys.stderr)
-    with timing.phase("logging"):
-        model_uri = bundle_step(model, pipeline, report, prepared, rows, extra=extra, inherited=inherited)
+        model_uri = bundle_step(model, pipeline, report, run)
         card = model_card.render(model_card.ModelFacts(
-            registered_name=registered_name or "(not registered)", architecture=model.architecture, stage=stage,
-            run_id=run_id, classes=tuple(prepared.classes), label_set=prepared.manifest["config"]["label_set"],
-            input_contract=pipeline.describe(), datasets=tuple(datasets), metrics=report.metrics if report else {},
+            registered_name=registration.name if registration else "(not registered)",
+            architecture=model.architecture, stage=run.stage, run_id=run.run_id, classes=tuple(prepared.classes),
+            label_set=prepared.manifest["config"]["label_set"], input_contract=pipeline.describe(),
+            datasets=tuple(datasets), metrics=report.metrics if report else {},
             thresholds=tuple(float(v) for v in report.thresholds) if report else (),
             primary_calibration=report.primary_calibration if report else "none",
-            champion_if_first=champion_if_first))
+            champion_if_first=registration.champion_if_first if registration else True))
         tracking.log_text(card, model_card.CARD_FILE)
-        version = tracking.register(model_uri, registered_name, champion_if_first, description=card,
-                                    tags={**model_card.dataset_tags(datasets), **(version_tags or {})}
-                                    ) if registered_name else None
-    discard_checkpoint(run_id)
-    return StageResult(run_id, model_uri, version, report.metrics if report else {})
+        version = None
+        if registration is not None:
+            version = tracking.register(model_uri, registration.name, registration.champion_if_first,
+                                        description=card,
+                                        tags={**model_card.dataset_tags(datasets), **registration.tags})
+    discard_checkpoint(run.run_id)
+    return StageResult(run.run_id, model_uri, version, report.metrics if report else {})

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from ecgtl.config import SEED_RANGE, Range, check_numbers, reuse_key, validate_parts
+from ecgtl.config import SEED_RANGE, OneOf, Range, check_options, choices, reuse_key, validate_parts
 from ecgtl.data.prepare_config import DEFAULT_SOURCE, DEFAULT_TARGET, PrepareConfig
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
-from ecgtl.inputs import DOMAINS, FS_RANGE, SCALINGS, InputContract, parse_leads
+from ecgtl.inputs import DOMAINS, FS_RANGE, Domain, InputContract, Scaling, parse_leads
+from ecgtl.runs import check_model_uri
 from ecgtl.training.config import TrainConfig
+from ecgtl.training.objectives import OBJECTIVES as OBJECTIVE_REGISTRY
 
 
 @dataclass(frozen=True)
@@ -25,22 +27,28 @@ class DataConfig:
     label_set: str = PrepareConfig.label_set
     split_seed: int = PrepareConfig.split_seed
     fraction: float = 1.0
-    leads: str = "all12"  # all12, limb6, precordial6, or lead names: I,II
-    domain: str = "time"  # time, fft_abs, fft_real, fft_imag
-    scaling: str = "dataset"  # dataset (units kept, lead scaler only) or record (each record standardised first)
-    record_fs: float = PrepareConfig.record_fs  # > 0: records arrive at this rate (resampled to fs by the cache)
+    leads: str = "all12"
+    domain: Domain = "time"
+    scaling: Scaling = "dataset"
+    record_fs: float = PrepareConfig.record_fs
 
     RANGES: ClassVar[dict[str, Range]] = {**PrepareConfig.RANGES, "fraction": Range(0, 1, low_open=True)}
+    HELP: ClassVar[dict[str, str]] = {
+        "spec": "Dataset: ptbxl:PATH, cinc:PATH, synthetic:ptbxl?n=3000&seed=0, synthetic:g12ec?n=1500&seed=0.",
+        "fs": "Sampling rate (Hz) the records are brought to and the model reads.",
+        "length_s": "Seconds per record in the cache (longer ones cropped, shorter ones padded).",
+        "label_set": "Classes: shared18, cinc2020, cinc2021, or a PTB-XL set (ptbxl-all, ptbxl-diagnostic, ...).",
+        "split_seed": "Seed of the stratified train/val/test split (CinC data; PTB-XL keeps its folds).",
+        "fraction": "Seeded, stratified, nested fraction of the training split that trains.",
+        "leads": "Leads the model reads: all12, limb6, precordial6, or names such as I,II,V1.",
+        "domain": "Model input per window: time, or its real FFT's magnitude, real or imaginary part.",
+        "scaling": "dataset: units kept, a fitted lead scaler standardises; record: each record standardised first.",
+        "record_fs": "> 0: records arrive at this rate (Hz) and the cache resamples them to fs; 0: their own rate.",
+    }
 
     def validate(self) -> DataConfig:
-        check_numbers(self)
+        check_options(self)
         parse_leads(self.leads)
-        if self.domain not in DOMAINS:
-            raise EcgtlError(f"data.domain must be one of {', '.join(DOMAINS)}, got {self.domain!r}")
-        if self.scaling not in SCALINGS:
-            raise EcgtlError(f"data.scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
-        if not 0 < self.fraction <= 1:
-            raise EcgtlError(f"data.fraction must lie in (0, 1], got {self.fraction}")
         if self.record_fs and not FS_RANGE[0] / 2 <= self.record_fs <= FS_RANGE[1]:
             raise EcgtlError(f"data.record_fs must be 0 (the records' own rate) or {FS_RANGE[0] / 2:g}-"
                              f"{FS_RANGE[1]:g} Hz, got {self.record_fs:g}")
@@ -61,43 +69,51 @@ REGISTERED_PRETRAINED = "ecgtl-pretrained"
 N_BOOTSTRAP_RANGE = Range(1, 100_000)
 
 
-OBJECTIVES = ("supervised", "contrastive")
+# The registered training objectives (training/objectives/): `pretrain.objective`'s values.
+Objective = Annotated[str, OneOf(OBJECTIVE_REGISTRY)]
+OBJECTIVES: tuple[str, ...] = choices(Objective)  # as registered when this module was imported
+BOOTSTRAP_HELP = "Bootstrap resamples of the test metrics' confidence intervals."
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """`objective=supervised` trains the whole model on the source's labels; `contrastive` trains the encoder
-    (every layer group but the head) without labels (`training/objectives.py`), on `data.spec` and the
-    comma-separated `extra_specs` (read at the same fs and length), then fits the head alone on `data.spec`'s
-    labels for `probe_epochs` (none when it has no labels) so the registered model has a test report."""
+    """`objective` names a registered objective. One that uses labels (`supervised`) trains the whole model on
+    the source's labels; a self-supervised one (`contrastive`) trains the encoder without labels, on
+    `data.spec` and the comma-separated `extra_specs` (read at the same fs and length), then fits the head
+    alone on `data.spec`'s labels for `probe_epochs` (none when it has no labels) so the registered model has a
+    test report. Options an objective cannot honour are refused by it (`Objective.check_pretraining`)."""
 
     data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
     model: str = "xresnet1d50"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, lr=1e-2))
     n_bootstrap: int = 1000
-    objective: str = "supervised"
-    extra_specs: str = ""  # contrastive: more unlabelled data, `cinc:/data/a,cinc:/data/b`
-    probe_every: int = 1  # contrastive: the validation linear-probe AUC every k epochs (0: never)
-    probe_epochs: int = 3  # contrastive: epochs of the head alone on the labels afterwards
-    temperature: float = 0.1  # contrastive: of the NT-Xent loss
-    fs_augment: str = ""  # "LOW,HIGH" Hz: each crop as if recorded at a random rate in that range (time domain)
+    objective: Objective = "supervised"
+    extra_specs: str = ""
+    probe_every: int = 1
+    probe_epochs: int = 3
+    temperature: float = 0.1
+    fs_augment: str = ""
 
+    # The temperature divides cosine similarities: below 1e-3 the loss and its gradients leave any sensible
+    # range (1e-30 trained at a loss of 4e28), so the arithmetic stays finite inside this range.
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "probe_every": Range(0, 100_000),
-                                          "probe_epochs": Range(0, 100_000),
-                                          "temperature": Range(0, 10, low_open=True)}
+                                          "probe_epochs": Range(0, 100_000), "temperature": Range(1e-3, 10)}
+    HELP: ClassVar[dict[str, str]] = {
+        "model": "Architecture (ecgtl models list).",
+        "n_bootstrap": BOOTSTRAP_HELP,
+        "objective": "What pretraining optimises: supervised (the source's labels) or a self-supervised objective.",
+        "extra_specs": "Self-supervised: more unlabelled datasets, comma-separated (cinc:/data/a,cinc:/data/b).",
+        "probe_every": "Self-supervised: a linear-probe validation macro AUC every k epochs (0: never).",
+        "probe_epochs": "Self-supervised: epochs of the head alone on the labels afterwards (0: none).",
+        "temperature": "Contrastive: the NT-Xent temperature.",
+        "fs_augment": "LOW,HIGH (Hz): each crop as if recorded at a random rate in that range (supervised, time).",
+    }
 
     def validate(self) -> PretrainConfig:
-        if self.objective not in OBJECTIVES:
-            raise EcgtlError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.extra_specs and self.objective == "supervised":
-            raise EcgtlError("extra_specs adds unlabelled data: it needs objective=contrastive")
         for spec in filter(None, (s.strip() for s in self.extra_specs.split(","))):
             parse_spec(spec)
         if self.fs_augment:
             self.fs_augment_range  # noqa: B018 (parses and checks the range)
-            if self.objective != "supervised" or self.data.domain != "time":
-                raise EcgtlError("fs_augment low-passes time-domain crops of supervised pretraining: it needs "
-                                 "objective=supervised and data.domain=time")
         return validate_parts(self)
 
     @property
@@ -113,14 +129,15 @@ class PretrainConfig:
         return low, high
 
 
-LABEL_SHIFTS = ("none", "prior", "em")  # see evaluation/label_shift.py
-FINETUNE_LABEL_SHIFTS = (*LABEL_SHIFTS, "reweight")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise EcgtlError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
+# How a model's source priors are moved toward the target's (evaluation/label_shift.py): in evaluation, and in
+# fine-tuning, which can also reweight the loss and move the outputs after training.
+LabelShift = Literal["none", "prior", "em"]
+FinetuneLabelShift = Literal["none", "prior", "em", "reweight"]
+LABEL_SHIFTS: tuple[str, ...] = choices(LabelShift)
+FINETUNE_LABEL_SHIFTS: tuple[str, ...] = choices(FinetuneLabelShift)
+Head = Literal["new", "reuse"]
+Split = Literal["test", "val", "all"]
+SPLIT_CHOICES: tuple[str, ...] = choices(Split)
 
 DEFAULT_PRETRAINED = f"models:/{REGISTERED_PRETRAINED}@champion"
 # init -> the registered model its runs become. linear_probe: the pretrained encoder frozen, a new head trained;
@@ -130,33 +147,37 @@ REGISTERED = {"pretrained": "ecgtl-finetuned", "scratch": "ecgtl-scratch", "line
 FROZEN_INITS = ("linear_probe", "random_frozen")  # the encoder never trains: schedule `frozen`
 PRETRAINED_INITS = ("pretrained", "linear_probe")  # start from a pretrained encoder
 DEFAULT_SCRATCH_MODEL = "xresnet1d50"
+Init = Annotated[str, OneOf(REGISTERED)]
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_TARGET))
-    init: str = "pretrained"
+    init: Init = "pretrained"
     pretrained: str = DEFAULT_PRETRAINED
-    # Architecture. init=pretrained: the pretrained model's (empty = take it; another name is an error);
-    # init=scratch: empty means xresnet1d50.
     model: str = ""
-    head: str = "new"
+    head: Head = "new"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, lr=1e-2, schedule="gradual", epochs_per_stage=1, decay=2.6))
     n_bootstrap: int = 1000
-    # The pretrained model's source priors vs the target's (evaluation/label_shift.py): prior / em move the
-    # reused head's bias to the target's training priors (em: estimated without labels) before fine-tuning;
-    # reweight trains with the source's label distribution and moves the outputs to the target's after.
-    label_shift: str = "none"
+    label_shift: FinetuneLabelShift = "none"
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
+    HELP: ClassVar[dict[str, str]] = {
+        "init": "Where the weights start: pretrained, scratch, linear_probe (pretrained encoder frozen), "
+                "random_frozen (random encoder frozen).",
+        "pretrained": "Model URI of the pretrained model (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model).",
+        "model": "Architecture; empty: the pretrained model's (init=pretrained) or xresnet1d50 (scratch).",
+        "head": "new: a fresh head (always when the classes differ); reuse: the pretrained model's head.",
+        "n_bootstrap": BOOTSTRAP_HELP,
+        "label_shift": "Source priors toward the target's: prior, em (move the reused head's bias first), "
+                       "reweight (weigh the loss, move the outputs after).",
+    }
 
     def validate(self) -> FinetuneConfig:
-        if self.init not in REGISTERED:
-            raise EcgtlError(f"init must be one of {', '.join(REGISTERED)}, got {self.init!r}")
-        if self.head not in ("new", "reuse"):
-            raise EcgtlError(f"head must be 'new' or 'reuse', got {self.head!r}")
-        check_choice("label_shift", self.label_shift, FINETUNE_LABEL_SHIFTS)
+        check_options(self)
+        if self.init in PRETRAINED_INITS:
+            check_model_uri(self.pretrained)
         if self.label_shift != "none" and self.init not in PRETRAINED_INITS:
             raise EcgtlError(f"label_shift corrects a pretrained model's source priors; init={self.init} has none")
         if self.label_shift in ("prior", "em") and self.head != "reuse":
@@ -165,35 +186,40 @@ class FinetuneConfig:
         return validate_parts(self)
 
 
-SPLIT_CHOICES = ("test", "val", "all")
-
-
 @dataclass(frozen=True)
 class EvaluateConfig:
     model_uri: str = "models:/ecgtl-finetuned@champion"
     spec: str = DEFAULT_TARGET
-    split: str = "test"
+    split: Split = "test"
     split_seed: int = 0
     n_bootstrap: int = 1000
     challenge_weights: str = ""
     calibration_fraction: float = 0.0
     strict: bool = False
     seed: int = 0
-    # none, prior (to the evaluated dataset's train-split priors), em (priors estimated from the outputs)
-    label_shift: str = "none"
-    explain_examples: int = TrainConfig.explain_examples  # records per class explained on the report
+    label_shift: LabelShift = "none"
+    explain_examples: int = TrainConfig.explain_examples
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": SEED_RANGE,
-                                          "seed": SEED_RANGE,
+                                          "seed": SEED_RANGE, "calibration_fraction": Range(0, 1, high_open=True),
                                           "explain_examples": TrainConfig.RANGES["explain_examples"]}
+    HELP: ClassVar[dict[str, str]] = {
+        "model_uri": "The model to evaluate (any MLflow model URI of an ecgtl model).",
+        "spec": "The dataset to evaluate it on (read at the model's rate, with its label set).",
+        "split": "Which split of the dataset is scored (all: every split).",
+        "split_seed": "Seed of the dataset's stratified split (CinC data).",
+        "n_bootstrap": BOOTSTRAP_HELP,
+        "challenge_weights": "A PhysioNet challenge weights CSV: adds the challenge metric.",
+        "calibration_fraction": "> 0: refit calibration and thresholds on this part of the records, report on the rest.",
+        "strict": "Refuse to evaluate records the model (or its source) was trained on.",
+        "seed": "Seed of the calibration part and of the bootstrap.",
+        "label_shift": "Move the outputs to the evaluated data's priors: prior (its train split's), em (estimated).",
+        "explain_examples": TrainConfig.HELP["explain_examples"],
+    }
 
     def validate(self) -> EvaluateConfig:
-        check_numbers(self)
-        if self.split not in SPLIT_CHOICES:
-            raise EcgtlError(f"split must be one of {', '.join(SPLIT_CHOICES)}, got {self.split!r}")
-        if not 0 <= self.calibration_fraction < 1:
-            raise EcgtlError(f"calibration_fraction must lie in [0, 1), got {self.calibration_fraction}")
-        check_choice("label_shift", self.label_shift, LABEL_SHIFTS)
+        check_options(self)
+        check_model_uri(self.model_uri)
         if self.label_shift != "none" and self.calibration_fraction > 0:
             raise EcgtlError("label_shift corrects a model's own calibration; a calibration refitted on the "
                              "evaluated records (calibration_fraction > 0) already has their priors")
@@ -207,6 +233,7 @@ class MainConfig:
     n_bootstrap: int = 1000
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE}
+    HELP: ClassVar[dict[str, str]] = {"n_bootstrap": "Paired bootstrap resamples of fine-tuned vs scratch."}
 
     def validate(self) -> MainConfig:
         return validate_parts(self)
@@ -230,7 +257,7 @@ class PromoteConfig:
         "n_bootstrap": "Paired bootstrap resamples.", "seed": "Bootstrap seed.", "dry_run": "Only print the decision."}
 
     def validate(self) -> PromoteConfig:
-        check_numbers(self)
+        check_options(self)
         return self
 
 
@@ -267,6 +294,7 @@ EXTRA_PRESETS: dict[str, dict[str, tuple]] = {
                                "target_fraction": (1.0, 0.25, 0.1)},
 }
 PRESET_NAMES = (*PRESETS, *EXTRA_PRESETS, "all", "custom")
+Preset = Annotated[str, OneOf(PRESET_NAMES)]
 
 
 @dataclass(frozen=True)
@@ -281,7 +309,7 @@ class Sizing:
     batch_size: int
     n_bootstrap: int
     label_set: str = "shared18"  # classes both sides are trained on (source and target must both have them)
-    scaling: str = "dataset"  # record: when source and target differ in amplitude convention
+    scaling: Scaling = "dataset"  # record: when source and target differ in amplitude convention
     probe_epochs: int = PretrainConfig.probe_epochs
 
 
@@ -291,39 +319,55 @@ QUICK = Sizing("synthetic:ptbxl?n=800&seed=0", "synthetic:g12ec?n=500&seed=0", "
 
 @dataclass(frozen=True)
 class AblationConfig:
-    preset: str = "exp1-target-fraction"
-    # Axis overrides, `;`-separated: "target_fraction=1,0.5,0.1;seed=0,1,2" (the CLI's --axis, repeated).
+    preset: Preset = "exp1-target-fraction"
     axes: str = ""
-    grid_file: str = ""  # YAML: {axes: {name: [values]}}; replaces the preset's axes
+    grid_file: str = ""
     quick: bool = False
-    seeds: int = 3  # seeds per cell unless a seed axis is given
-    source: str = ""  # empty: the sizing's source (synthetic PTB-XL)
+    seeds: int = 3
+    source: str = ""
     target: str = ""
     model: str = ""
-    pretrain_epochs: int = 0  # 0: the sizing's
+    pretrain_epochs: int = 0
     finetune_epochs: int = 0
     n_bootstrap: int = 0
     label_set: str = "shared18"
-    scaling: str = "dataset"  # record: standardise each record (e.g. a synthetic mV source, a standardised target)
-    probe_epochs: int = PretrainConfig.probe_epochs  # contrastive pretrainings: 0 fits no head on labels
+    scaling: Scaling = "dataset"
+    probe_epochs: int = PretrainConfig.probe_epochs
     jobs: int = 1
-    storage: str = ""  # Optuna storage URL shared by workers on several machines
+    storage: str = ""
     study_name: str = ""
-    sources: str = ""  # the `source` axis: dataset specs separated by commas (transfer-matrix)
-    targets: str = ""  # the `target` axis
+    sources: str = ""
+    targets: str = ""
 
     RANGES: ClassVar[dict[str, Range]] = {
         "seeds": Range(1, 1000), "jobs": Range(1, 1024), "pretrain_epochs": Range(0, 100_000),
         "finetune_epochs": Range(0, 100_000), "n_bootstrap": Range(0, 100_000), "probe_epochs": Range(0, 100_000)}
+    HELP: ClassVar[dict[str, str]] = {
+        "preset": "The grid: one of the study's experiments, an open question, all (the study) or custom.",
+        "axes": "Axis overrides, ;-separated: target_fraction=1,0.5,0.1;seed=0,1,2 (or --axis, repeated).",
+        "grid_file": "A YAML grid {axes: {name: [values]}} that replaces the preset's axes.",
+        "quick": "The small sizing (synthetic 800/500 records, xresnet1d18, 3/4 epochs): minutes on 2 cores.",
+        "seeds": "Fine-tuning seeds per cell unless a seed axis is given.",
+        "source": "Source dataset spec (empty: the sizing's, synthetic PTB-XL).",
+        "target": "Target dataset spec (empty: the sizing's, synthetic Georgia).",
+        "model": "Architecture (empty: the sizing's).",
+        "pretrain_epochs": "Pretraining epochs (0: the sizing's).",
+        "finetune_epochs": "Fine-tuning epochs (0: the sizing's).",
+        "n_bootstrap": "Bootstrap resamples (0: the sizing's).",
+        "label_set": "Classes both sides train on (source and target must both have them).",
+        "scaling": "record: standardise each record (a source and target in different amplitude conventions).",
+        "probe_epochs": "Self-supervised pretrainings: epochs of the head on the labels afterwards (0: none).",
+        "jobs": "Worker processes on this machine (>1: an Optuna queue in the cache folder).",
+        "storage": "Optuna storage URL of a queue shared by workers on several machines.",
+        "study_name": "The queue's name on a shared storage (other workers join it with ablation-worker).",
+        "sources": "The source axis: dataset specs separated by commas or | (transfer-matrix).",
+        "targets": "The target axis: dataset specs separated by commas or | (transfer-matrix).",
+    }
 
     def validate(self) -> AblationConfig:
-        check_numbers(self)
-        if self.preset not in PRESET_NAMES:
-            raise EcgtlError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESET_NAMES)}")
+        check_options(self)
         if self.storage and not self.study_name:
             raise EcgtlError("a shared storage needs a study_name that the other workers use too")
-        if self.scaling not in SCALINGS:
-            raise EcgtlError(f"scaling must be one of {', '.join(SCALINGS)}, got {self.scaling!r}")
         return self
 
     def sizing(self) -> Sizing:
@@ -334,7 +378,8 @@ class AblationConfig:
                       self.probe_epochs)
 
 
-PRUNERS = ("auto", "hyperband", "successive_halving", "median", "none")
+Pruner = Literal["auto", "hyperband", "successive_halving", "median", "none"]
+PRUNERS: tuple[str, ...] = choices(Pruner)
 REDUCING_PRUNERS = ("hyperband", "successive_halving")  # the pruners a reduction factor applies to
 # `auto`'s choice (pruner, reduction factor) by trial length, measured in benchmarks/bench_tune.py (README
 # "Tuning"): the setting that kept the best trial on both sampler seeds with the fewest epochs.
@@ -347,16 +392,30 @@ class SearchSpace:
     """Ranges as text: `low,high` for numbers (log scale where noted), comma lists for choices; one value fixes."""
 
     schedules: str = "full,two_stage,gradual,chain_thaw"
-    lr: str = "1e-4,3e-2"  # log
+    lr: str = "1e-4,3e-2"
     decay: str = "1,4"
-    head_lr_mult: str = "1,10"  # log
-    weight_decay: str = "1e-4,1e-1"  # log
+    head_lr_mult: str = "1,10"
+    weight_decay: str = "1e-4,1e-1"
     dropout: str = "0.1,0.7"
     batch_size: str = "32,64,128"
     frozen_bn: str = "eval,train"
-    head_epochs: str = "1,3"  # two_stage
-    epochs_per_stage: str = "1,3"  # gradual, chain_thaw
-    groups_per_stage: str = "1,2"  # gradual
+    head_epochs: str = "1,3"
+    epochs_per_stage: str = "1,3"
+    groups_per_stage: str = "1,2"
+
+    HELP: ClassVar[dict[str, str]] = {
+        "schedules": "Unfreezing schedules to try (comma list of train.schedule's values).",
+        "lr": "Base learning rate range LOW,HIGH (log scale).",
+        "decay": "Discriminative decay range LOW,HIGH.",
+        "head_lr_mult": "Head lr multiplier range LOW,HIGH (log scale).",
+        "weight_decay": "Weight decay range LOW,HIGH (log scale).",
+        "dropout": "Head dropout range LOW,HIGH.",
+        "batch_size": "Batch sizes to try (comma list).",
+        "frozen_bn": "BatchNorm modes of frozen groups to try (eval,train).",
+        "head_epochs": "two_stage: head-only epochs range LOW,HIGH.",
+        "epochs_per_stage": "gradual, chain_thaw: epochs per unfreezing step, range LOW,HIGH.",
+        "groups_per_stage": "gradual: groups unfrozen per step, range LOW,HIGH.",
+    }
 
 
 @dataclass(frozen=True)
@@ -365,23 +424,34 @@ class TuneConfig:
     space: SearchSpace = field(default_factory=SearchSpace)
     space_file: str = ""
     n_trials: int = 20
-    timeout: float = 0.0  # seconds for this invocation; 0: no limit
-    study_name: str = ""  # default: tune-<target>-<key of the base config>
-    storage: str = ""  # default: optuna.db beside an sqlite MLflow store, else in the cache folder
+    timeout: float = 0.0
+    study_name: str = ""
+    storage: str = ""
     workers: int = 1
-    pruner: str = "auto"  # by trial length: AUTO_PRUNERS, LONG_TRIAL_EPOCHS
-    reduction_factor: int = 0  # Hyperband's and successive halving's; 0: auto's factor for the trials' length
+    pruner: Pruner = "auto"
+    reduction_factor: int = 0
     sampler_seed: int = 0
-    final: bool = True  # train the best configuration again, report on test, register a challenger
+    final: bool = True
 
     RANGES: ClassVar[dict[str, Range]] = {"n_trials": Range(1, 1_000_000), "timeout": Range(0),
                                           "workers": Range(1, 1024), "reduction_factor": Range(0, 100),
                                           "sampler_seed": SEED_RANGE}
+    HELP: ClassVar[dict[str, str]] = {
+        "space_file": "A YAML search space with the space.* keys (replaces them).",
+        "n_trials": "New trials in this invocation (a study continues where it was).",
+        "timeout": "Seconds for this invocation (0: no limit).",
+        "study_name": "Optuna study name (default: tune-<target>-<reuse key of the base config>).",
+        "storage": "Optuna storage URL (default: optuna.db beside an sqlite MLflow store, else the cache folder).",
+        "workers": "Worker processes on this machine.",
+        "pruner": "auto: Hyperband, its reduction factor by the trials' length; or hyperband, "
+                  "successive_halving, median, none.",
+        "reduction_factor": "Hyperband's and successive halving's reduction factor (0: auto's for the trial length).",
+        "sampler_seed": "Seed of the TPE sampler.",
+        "final": "Train the best configuration again, report on test and register a challenger.",
+    }
 
     def validate(self) -> TuneConfig:
-        check_numbers(self)
-        if self.pruner not in PRUNERS:
-            raise EcgtlError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
+        check_options(self)
         if self.reduction_factor == 1:
             raise EcgtlError("reduction_factor must be 0 (by the trials' length) or at least 2, got 1")
         if self.finetune.init != "pretrained":

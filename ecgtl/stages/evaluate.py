@@ -41,7 +41,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.calibration import calibrated_probabilities
 from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.label_shift import Correction, correction_for
-from ecgtl.evaluation.report import StoredCalibration, evaluate_predictions
+from ecgtl.evaluation.report import StoredCalibration, check_class_names, evaluate_predictions
 from ecgtl.inference import load_bundle
 from ecgtl.stages.common import StageResult, explain_step, split_datasets
 from ecgtl.stages.configs import EvaluateConfig
@@ -68,6 +68,7 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     tracking.configure()
     with tempfile.TemporaryDirectory() as tmp:
         model, info = load_bundle(tracking.download_model(config.model_uri, Path(tmp)))
+    check_class_names(info.classes)
     prepared = prepare(PrepareConfig(spec=config.spec, fs=info.fs, label_set=info.label_set, split_seed=config.split_seed))
     names = ["train", "val", "test"] if config.split == "all" else [config.split]
     parts = [prepared.split(n) for n in names if len(prepared.split(n))]

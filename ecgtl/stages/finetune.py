@@ -29,7 +29,23 @@ from ecgtl.evaluation.report import prior_metrics
 from ecgtl.inference import BundleInfo, load_bundle
 from ecgtl.inputs import input_mismatch, parse_leads
 from ecgtl.models import create_model
-from ecgtl.stages.common import StageResult, load_data, run_name, stage_tags, train_model
+from ecgtl.stages.common import (
+    FitData,
+    Registration,
+    StageResult,
+    TrainingRun,
+    check_training,
+    evaluate_step,
+    explain_step,
+    fit_pipeline,
+    fit_step,
+    load_data,
+    log_inputs,
+    publish_step,
+    run_name,
+    stage_tags,
+    training_priors,
+)
 from ecgtl.stages.configs import (
     DEFAULT_PRETRAINED,
     DEFAULT_SCRATCH_MODEL,
@@ -42,6 +58,7 @@ from ecgtl.stages.configs import (
 )
 from ecgtl.stages.pretrain import pretrain
 from ecgtl.training.config import TrainConfig
+from ecgtl.training.objectives.supervised import Supervised
 
 
 def scratch_config(config: FinetuneConfig) -> FinetuneConfig:
@@ -73,6 +90,14 @@ def _check_pipeline_matches(info, data: DataConfig, uri: str) -> None:
     if input_mismatch(trained, wanted):
         raise EcgtlError(f"{uri} was trained on {trained.describe()}; data asks for {wanted.describe()}: "
                          f"pretrain with the same {' and '.join(input_mismatch(trained, wanted))}")
+
+
+def check_pretrained(config: FinetuneConfig) -> None:
+    """The pretrained model a run names exists (the default may not: it is pretrained first), checked before any
+    data are prepared or a run is opened."""
+    uri = config.pretrained
+    if config.init in PRETRAINED_INITS and uri != DEFAULT_PRETRAINED and not tracking.model_exists(uri):
+        raise EcgtlError(f"{uri}: no such model in {tracking.tracking_uri()}")
 
 
 @dataclass
@@ -120,7 +145,8 @@ def starting_point(config: FinetuneConfig, prepared, folder: Path,
 
 @dataclass
 class LabelShiftPlan:
-    """What `finetune.label_shift` does to a run: the correction, the loss weights, the offsets after training."""
+    """What `finetune.label_shift` does to a run: the correction, the loss weights (of the supervised objective),
+    the offsets added to the output bias after training."""
 
     correction: Correction | None = None
     loss_weights: tuple[np.ndarray, np.ndarray] | None = None
@@ -128,8 +154,8 @@ class LabelShiftPlan:
 
 
 def label_shift_plan(config: FinetuneConfig, start: StartingPoint, prepared, rows: np.ndarray) -> LabelShiftPlan:
-    """`prior`/`em`: the reused head's bias is moved here, before training; `reweight`: weights and offsets for
-    `train_model`. The target's priors are its training rows' (`em`: estimated from the pretrained model's
+    """`prior`/`em`: the reused head's bias is moved here, before training; `reweight`: the loss weights and the
+    offsets after training. The target's priors are its training rows' (`em`: estimated from the pretrained model's
     calibrated outputs on those rows, their labels unread)."""
     if config.label_shift == "none":
         return LabelShiftPlan()
@@ -155,7 +181,9 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
              fallback_pretrain: PretrainConfig | None = None, champion_if_first: bool = True) -> StageResult:
     """Fine-tune (or train from scratch) and log the model; register unless `register=False`."""
     config.validate()
+    check_training(config.train)
     tracking.configure()
+    check_pretrained(config)
     if not nested and parent_run_id is None:
         timing.reset()
     stage = runs.FINETUNE if config.init in PRETRAINED_INITS else runs.SCRATCH
@@ -163,6 +191,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
     target = parse_spec(config.data.spec).short_name
     tags = stage_tags(stage, config.init, "none", target, config.data, config.train, config, axes)
     name = run_name(stage, config.model or DEFAULT_SCRATCH_MODEL, config.data, config.train.seed, axes)
+    train = effective_train(config)
     with tempfile.TemporaryDirectory() as tmp, \
             tracking.stage_run(name, tags, flatten(config), nested=nested, run_id=resume_run_id,
                                system_metrics=config.train.system_metrics, parent_run_id=parent_run_id) as run_id:
@@ -177,12 +206,23 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
         if plan.correction is not None:
             tracking.set_tags({runs.LABEL_SHIFT: config.label_shift})
             tracking.log_epoch(0, prior_metrics("train", prepared.classes, plan.correction))
-        result = train_model(start.model, prepared, rows, config.data, effective_train(config), run_id,
-                             registered_name=REGISTERED[config.init] if register else None,
-                             n_bootstrap=config.n_bootstrap, resume=resume_run_id is not None,
-                             extra={"spec": config.data.spec, "pretrained": start.pretrained_uri},
-                             new_head=start.new_head, inherited=start.inherited, champion_if_first=champion_if_first,
-                             stage=stage, loss_weights=plan.loss_weights, output_offsets=plan.output_offsets)
+        model = start.model
+        run = TrainingRun(prepared, rows, config.data, stage, run_id, start.inherited,
+                          extra={"spec": config.data.spec, "pretrained": start.pretrained_uri})
+        datasets = log_inputs(run)
+        with timing.phase(stage):
+            pipeline = fit_pipeline(config.data, train, prepared, rows)
+            if start.new_head:
+                model.init_head_bias(training_priors(prepared, rows))
+            fit_step(model, Supervised(loss_weights=plan.loss_weights), FitData.of(prepared, rows), train, pipeline,
+                     run_id, resume=resume_run_id is not None)
+            if plan.output_offsets is not None:
+                model.shift_head_bias(plan.output_offsets)
+        report = evaluate_step(model, pipeline, prepared, config.n_bootstrap, train.seed)
+        if report is not None and train.explain_examples:
+            explain_step(model, pipeline, prepared.split("test"), prepared.classes, train.explain_examples)
+        registration = Registration(REGISTERED[config.init], champion_if_first) if register else None
+        result = publish_step(model, pipeline, report, run, datasets, registration)
         if not nested and parent_run_id is None:
             report_timing()
         return result

@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,9 +38,11 @@ def open_storage(url: str, on_stale=None):
 
     try:
         if "://" in url:
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                                 engine_kwargs={"pool_pre_ping": True},
-                                                 heartbeat_stale_trial_callback=on_stale)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; the workers rely on them
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                     engine_kwargs={"pool_pre_ping": True},
+                                                     heartbeat_stale_trial_callback=on_stale)
             storage.get_all_studies()  # connect now, not at the first trial
             return storage
         path = Path(url).expanduser()
@@ -119,7 +122,8 @@ def fail_dead_trials(study) -> int:
 
     optuna.storages.fail_stale_trials(study)
     storage = study._storage  # noqa: SLF001 (Optuna exposes no public storage calls on a study)
-    callback = storage.get_failed_trial_callback() if hasattr(storage, "get_failed_trial_callback") else None
+    callback = (storage.get_heartbeat_stale_trial_callback()
+                if hasattr(storage, "get_heartbeat_stale_trial_callback") else None)
     failed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if _alive_here(trial.user_attrs.get(WORKER_ATTR, "")) is False:

@@ -48,12 +48,22 @@ from ecgtl.errors import EcgtlError
 from ecgtl.inputs import parse_leads
 from ecgtl.redaction import redact
 from ecgtl.stages import queue
-from ecgtl.stages.common import discard_checkpoint, fit_pipeline, fit_step, load_data, split_datasets
+from ecgtl.stages.common import (
+    FitData,
+    check_training,
+    discard_checkpoint,
+    fit_pipeline,
+    fit_step,
+    load_data,
+    split_datasets,
+    training_priors,
+)
 from ecgtl.stages.configs import DEFAULT_PRETRAINED, REDUCING_PRUNERS, TuneConfig
-from ecgtl.stages.finetune import finetune, starting_point
+from ecgtl.stages.finetune import check_pretrained, finetune, starting_point
 from ecgtl.stages.tune_results import log_study
 from ecgtl.stages.tune_space import ParsedSpace, search_space_of, suggest
 from ecgtl.stages.tune_study import mark_stale_trial_failed, open_study
+from ecgtl.training.objectives.supervised import Supervised
 
 STAGE, TRIAL_STAGE = runs.TUNE, runs.TRIAL
 
@@ -93,9 +103,11 @@ class TrialObjective:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after epoch {result.epoch + 1}")
 
-                fitted = fit_step(start.model, prepared, rows, finetune_config.train, pipeline, run_id,
-                                  new_head=start.new_head, on_epoch=report)
-                value = fitted.best_val_macro_auc
+                if start.new_head:
+                    start.model.init_head_bias(training_priors(prepared, rows))
+                fitted = fit_step(start.model, Supervised(), FitData.of(prepared, rows), finetune_config.train,
+                                  pipeline, run_id, on_epoch=report)
+                value = fitted.best_signal
                 val = prepared.split("val")
                 tracking.log_predictions("val", list(val.index["record_id"]), val.labels, fitted.best_val_logits)
                 tracking.set_tags({runs.TRIAL_STATE: "COMPLETE"})
@@ -143,7 +155,9 @@ def tune(config: TuneConfig) -> dict:
 
     config.validate()
     search_space_of(config)  # a bad space file is refused before the store is touched
+    check_training(config.finetune.train)
     tracking.configure()
+    check_pretrained(config.finetune)
     study, url, name, space = open_study(config, create=True)
     # Everything workers share is ready before they start: data caches and the pretrained model.
     prepared, _ = load_data(config.finetune.data, config.finetune.train.seed)

@@ -11,10 +11,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 
+from ecgtl.config import check_choice
 from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.stages.configs import SearchSpace, TuneConfig
-from ecgtl.training.config import SCHEDULES
+from ecgtl.training.config import FrozenBn, Schedule
 
 _FLOAT_RANGES = {"lr": True, "decay": False, "head_lr_mult": True, "weight_decay": True, "dropout": False}
 _INT_RANGES = ("head_epochs", "epochs_per_stage", "groups_per_stage")
@@ -42,12 +43,19 @@ def _numbers(name: str, text: str, kind: type) -> tuple:
     return values if len(values) == 2 else values * 2
 
 
+def _choices(name: str, text: str, declared) -> tuple[str, ...]:
+    """A comma list of an option's declared values (at least one)."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise EcgtlError(f"space.{name}: name at least one value")
+    for value in values:
+        check_choice(f"space.{name}", value, declared)
+    return values
+
+
 def parse_space(space: SearchSpace) -> ParsedSpace:
     """Validate a search space; every problem is one clear error before any trial starts."""
-    schedules = tuple(s.strip() for s in space.schedules.split(",") if s.strip())
-    unknown = [s for s in schedules if s not in SCHEDULES]
-    if not schedules or unknown:
-        raise EcgtlError(f"space.schedules: {', '.join(unknown) or 'none given'}; choose from {', '.join(SCHEDULES)}")
+    schedules = _choices("schedules", space.schedules, Schedule)
     floats = {}
     for name, log in _FLOAT_RANGES.items():
         low, high = _numbers(name, getattr(space, name), float)
@@ -69,10 +77,7 @@ def parse_space(space: SearchSpace) -> ParsedSpace:
         raise EcgtlError(f"space.batch_size: {space.batch_size!r} is not a list of integers") from None
     if not batch_sizes or min(batch_sizes) < 2:
         raise EcgtlError(f"space.batch_size: integers of at least 2, got {space.batch_size!r}")
-    frozen_bn = tuple(v.strip() for v in space.frozen_bn.split(",") if v.strip())
-    if not frozen_bn or set(frozen_bn) - {"eval", "train"}:
-        raise EcgtlError(f"space.frozen_bn: eval and/or train, got {space.frozen_bn!r}")
-    return ParsedSpace(schedules, floats, ints, batch_sizes, frozen_bn)
+    return ParsedSpace(schedules, floats, ints, batch_sizes, _choices("frozen_bn", space.frozen_bn, FrozenBn))
 
 
 def load_space_file(path: str, base: SearchSpace) -> SearchSpace:

@@ -58,10 +58,14 @@ def load_checkpoint(path: Path) -> dict:
         raise EcgtlError(f"{path}: not a checkpoint that loads safely ({first_line[:200]})") from None
 
 
-def restore_training(path: Path, modules: dict, optimizer, scheduler) -> dict:
+def restore_training(path: Path, modules: dict, optimizer, scheduler, objective: str) -> dict:
     """Continue a run from its checkpoint: the state of each of `modules` (checkpoint key -> module), the
-    optimiser, the scheduler and every RNG. Returns the checkpoint (its `epoch` and `result`)."""
+    optimiser, the scheduler and every RNG. Returns the checkpoint (its `epoch` and `result`). A checkpoint of
+    another objective is refused (checkpoints without the key were written by the supervised loop)."""
     state = load_checkpoint(path)
+    written_by = state.get("objective", "supervised")
+    if written_by != objective:
+        raise EcgtlError(f"{path}: a checkpoint of objective {written_by!r}, not {objective!r}; start a new run")
     for key, module in modules.items():
         module.load_state_dict(state[key])
     optimizer.load_state_dict(state["optimizer"])

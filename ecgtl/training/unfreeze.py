@@ -17,18 +17,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from ecgtl.errors import EcgtlError
-from ecgtl.training.config import SCHEDULES
+from ecgtl.config import check_choice
+from ecgtl.training.config import SCHEDULES, Schedule
 
 __all__ = ["SCHEDULES"]
 
 
-
-def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: int = 1,
+def trainable_mask(schedule: Schedule, n_groups: int, epoch: int, epochs_per_stage: int = 1,
                    groups_per_stage: int = 1) -> list[bool]:
     """Which of `n_groups` groups (head last) train at `epoch` (0-based)."""
-    if schedule not in SCHEDULES:
-        raise EcgtlError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
+    check_choice("schedule", schedule, Schedule)
     k = max(1, epochs_per_stage)
     stage = epoch // k
     everything = [True] * n_groups
@@ -49,7 +47,7 @@ def trainable_mask(schedule: str, n_groups: int, epoch: int, epochs_per_stage: i
     return everything
 
 
-def schedule_timeline(schedule: str, n_groups: int, epochs: int, epochs_per_stage: int = 1,
+def schedule_timeline(schedule: Schedule, n_groups: int, epochs: int, epochs_per_stage: int = 1,
                       groups_per_stage: int = 1) -> list[list[bool]]:
     """The whole schedule: one trainable mask (a bool per layer group, head last) per epoch. Public: a user
     previews what a schedule will train before running it (`schedule_timeline("gradual", 5, 6)`)."""

@@ -139,7 +139,7 @@ def test_synthetic_spec_generates_once_and_prepares(tmp_path):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (SynthConfig(like="mitdb", n=10), "unknown synthetic layout 'mitdb'"),
+        (SynthConfig(like="mitdb", n=10), "synthetic layout must be one of ptbxl, g12ec; got 'mitdb'"),
         (SynthConfig(like="g12ec", n=0), "n must lie in 1..100000 records"),
         (SynthConfig(like="ptbxl", n=5, rates=(250,)), "rates must be 100 and/or 500"),
     ],
@@ -168,7 +168,7 @@ def test_cli_synth_and_unknown_like(tmp_path):
     ok = CliRunner().invoke(cli, ["data", "synth", "--like", "ptbxl", "--n", "12", "--out", str(tmp_path / "p")])
     assert ok.exit_code == 0 and (tmp_path / "p" / "ptbxl_database.csv").exists()
     bad = CliRunner().invoke(cli, ["data", "synth", "--like", "nope", "--n", "12", "--out", str(tmp_path / "q")])
-    assert bad.exit_code == 2 and "unknown synthetic layout 'nope'" in bad.output
+    assert bad.exit_code == 2 and "synthetic layout must be one of ptbxl, g12ec; got 'nope'" in bad.output
 
 
 def test_plot_record_and_gallery_html_is_self_contained(g12ec, tmp_path):

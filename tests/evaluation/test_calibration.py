@@ -82,7 +82,7 @@ def test_temperature_recovers_a_known_temperature():
 
 
 def test_unknown_method():
-    with pytest.raises(EvaluationError, match="unknown calibration method 'magic'"):
+    with pytest.raises(EvaluationError, match="calibration method must be one of platt, temperature, temperature_per_class, isotonic; got 'magic'"):
         make_calibrator("magic")
 
 

@@ -6,46 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import use_mlflow_store
+from conftest import CLASSES, log_untrained_model, use_mlflow_store
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-CLASSES = ["A", "B", "C"]
-
-
-def _logged_model(domain: str, scaling: str, aggregation: str, leads: str, calibration: str) -> str:
-    """An untrained model with a fitted scaler and calibrator, logged as the run's pyfunc (parity needs no
-    training: every step around the window model is what is compared)."""
-    import mlflow
-    import torch
-
-    from ecgtl import serving, tracking
-    from ecgtl.evaluation.calibration import make_calibrator
-    from ecgtl.inference import BundleInfo, save_bundle
-    from ecgtl.inputs import parse_leads
-    from ecgtl.models import create_model
-    from ecgtl.pipeline import InputPipeline
-
-    rng = np.random.default_rng(0)
-    torch.manual_seed(0)
-    signals = rng.normal(0, 0.3, (40, 12, 1000)).astype(np.float32)
-    pipeline = InputPipeline(fs=100.0, leads=parse_leads(leads), domain=domain, aggregation=aggregation,
-                             scaling=scaling).fit_scaler(signals, np.full(40, 1000))
-    model = create_model("xresnet1d18", len(CLASSES), n_leads=pipeline.n_channels).eval()
-    logits = rng.normal(0, 2, (200, len(CLASSES)))
-    calibrator = make_calibrator(calibration).fit(logits, (rng.random((200, len(CLASSES))) < 0.3).astype(float))
-    info = BundleInfo("xresnet1d18", CLASSES, "shared18", pipeline.to_dict(), calibrator.to_dict(), [0.3, 0.5, 0.7])
-    tracking.configure()
-    with mlflow.start_run():
-        bundle = save_bundle(Path.cwd() / f"bundle-{domain}", model, info)
-        return tracking.log_model(bundle, signals[:2], python_model=serving.pyfunc_model(),
-                                  signature=serving.signature(100.0, CLASSES), metadata={})
-
 
 @pytest.mark.parametrize(("domain", "scaling", "aggregation", "leads", "calibration"), [
     ("time", "dataset", "max", "all12", "temperature"),
@@ -58,14 +25,14 @@ def test_onnx_path_matches_the_pyfunc(tmp_path, monkeypatch, domain, scaling, ag
     from ecgtl.onnx_runner import OnnxPipeline
 
     use_mlflow_store(monkeypatch, tmp_path, "export-test", cache=True)
-    uri = _logged_model(domain, scaling, aggregation, leads, calibration)
+    uri = log_untrained_model(domain, scaling, aggregation, leads, calibration)
     out = tmp_path / "export"
     (out / "notes.txt").parent.mkdir()
     (out / "notes.txt").write_text("mine")
     written = export(uri, out)
-    assert sorted(p.name for p in written) == ["model.onnx", "pipeline.json", "run_onnx.py"]
+    assert sorted(p.name for p in written) == ["model.onnx", "pipeline.json", "run_onnx.py", "signal_checks.py"]
     assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [
-        "model.onnx", "notes.txt", "pipeline.json", "run_onnx.py"]  # nothing else touched, no staging left
+        "model.onnx", "notes.txt", "pipeline.json", "run_onnx.py", "signal_checks.py"]  # nothing else, no staging
     spec = json.loads((out / "pipeline.json").read_text())
     assert spec["opset"] == 18 and spec["classes"] == CLASSES and spec["pipeline"]["domain"] == domain
     signals = np.random.default_rng(1).normal(0, 0.3, (20, 12, 1130)).astype(np.float32)  # 11.3 s: a flush window
@@ -82,7 +49,7 @@ def test_the_reference_runner_needs_only_numpy_and_onnxruntime(tmp_path, monkeyp
 
     use_mlflow_store(monkeypatch, tmp_path, "export-venv", cache=True)
     out = tmp_path / "export"
-    export(_logged_model("time", "dataset", "max", "all12", "platt"), out)
+    export(log_untrained_model("time", "dataset", "max", "all12", "platt"), out)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -112,7 +79,7 @@ def test_export_refuses_an_unknown_format_and_a_file_as_folder(tmp_path):
     from ecgtl.errors import EcgtlError
     from ecgtl.export import export
 
-    with pytest.raises(EcgtlError, match="unknown export format 'tflite'"):
+    with pytest.raises(EcgtlError, match="export format must be one of onnx; got 'tflite'"):
         export("models:/x@champion", tmp_path, "tflite")
     (tmp_path / "file").write_text("x")
     with pytest.raises(EcgtlError, match="exists and is not a folder"):

@@ -33,5 +33,5 @@ def test_head_bias_starts_at_prior_log_odds():
 
 
 def test_unknown_model():
-    with pytest.raises(EcgtlError, match="unknown model 'vgg'"):
+    with pytest.raises(EcgtlError, match="model must be one of xresnet1d18, .*; got 'vgg'"):
         create_model("vgg", 3)

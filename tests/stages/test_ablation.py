@@ -66,7 +66,7 @@ def test_axis_overrides_and_bad_axes():
                          ("init=warm", "init"), ("leads=X1", "unknown lead")):
         with pytest.raises(EcgtlError, match=message):
             parse_axes(bad)
-    with pytest.raises(EcgtlError, match="unknown preset"):
+    with pytest.raises(EcgtlError, match="preset must be one of exp1-target-fraction, .*, all, custom; got 'exp9'"):
         AblationConfig(preset="exp9").validate()
 
 
@@ -209,7 +209,8 @@ def test_the_open_question_presets_set_what_each_axis_promises():
                      for t in ("synthetic:g12ec?n=50", "synthetic:ptbxl?n=70&noise=0")}
     assert {c.finetune.data.spec for c in matrix if not c.pretrain} == {t for _, t in pairs}
     assert len({repr(c.pretrain) for c in matrix if c.pretrain}) == 2  # shared by reuse key per source
-    for bad, message in (("label_shift=bayes", "label_shift values"), ("target_fs=10", "record_fs"),
+    for bad, message in (("label_shift=bayes", "axis label_shift: must be one of none, prior, em, reweight"),
+                         ("target_fs=10", "record_fs"),
                          ("fs_augment=500,50", "fs_augment"), ("source=nosuch:x", "not a dataset spec")):
         with pytest.raises(EcgtlError, match=message):
             parse_axes(bad)

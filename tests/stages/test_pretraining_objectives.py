@@ -4,6 +4,8 @@ baselines; an unlabelled source alone."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,21 @@ def test_a_contrastive_pretraining_uses_unlabelled_records_and_is_registered_wit
     assert "val_probe_macro_auc" in run.data.metrics and "test_macro_auc" in run.data.metrics
     version = client.get_model_version_by_alias("ecgtl-pretrained", "champion")
     assert version.tags["ecgtl.objective"] == "contrastive"
+
+
+def test_the_extra_specs_records_are_dataset_inputs_and_in_the_bundles_training_records(store, tmp_path):
+    """The leak guard must see every record the encoder learnt from, also the unlabelled extra folder's."""
+    from ecgtl import tracking
+    from ecgtl.data.sources import dataset_identity
+    from ecgtl.inference import load_bundle
+
+    run = store["client"].get_run(store["pretrained"].run_id)
+    sources = [json.loads(d.dataset.source) for d in run.inputs.dataset_inputs if d.tags[0].value == "training"]
+    extra = f"cinc:{store['unlabelled']}"
+    assert extra in {source["spec"] for source in sources}
+    _, info = load_bundle(tracking.download_model(store["pretrained"].model_uri, tmp_path))
+    trained = {record["resolved"]: record for record in info.training}
+    assert dataset_identity(extra) in trained and len(trained[dataset_identity(extra)]["record_ids"]) > 0
 
 
 @pytest.mark.parametrize("schedule", [s for s in SCHEDULES if s != "frozen"])
@@ -106,10 +123,16 @@ def test_probe_epochs_0_never_reads_a_label_and_reports_nothing(store):
     assert "ssl_loss" in metrics and "test_macro_auc" not in metrics and "train_loss" not in metrics
 
 
-def test_contrastive_refuses_frequency_inputs_and_extra_specs_need_it():
+def test_objectives_refuse_what_they_cannot_honour_before_reading_any_data(tmp_path, monkeypatch):
     from ecgtl.errors import EcgtlError
 
-    with pytest.raises(EcgtlError, match="extra_specs adds unlabelled data: it needs objective=contrastive"):
-        PretrainConfig(extra_specs="cinc:/x").validate()
-    with pytest.raises(EcgtlError, match="objective must be one of supervised, contrastive"):
+    use_mlflow_store(monkeypatch, tmp_path, "refusals")
+    with pytest.raises(EcgtlError, match="extra_specs adds unlabelled data; objective=supervised trains on labels"):
+        pretrain(PretrainConfig(extra_specs="cinc:/x"))
+    with pytest.raises(EcgtlError, match="objective=contrastive augments time signals; data.domain=fft_abs"):
+        pretrain(replace(_contrastive(), data=DataConfig(domain="fft_abs")))
+    with pytest.raises(EcgtlError, match="fs_augment low-passes the crops of supervised pretraining"):
+        pretrain(_contrastive(fs_augment="50,500"))
+    with pytest.raises(EcgtlError, match="objective must be one of supervised, contrastive; got 'jepa'"):
         PretrainConfig(objective="jepa").validate()
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was touched

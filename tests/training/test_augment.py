@@ -46,6 +46,7 @@ def test_fit_with_an_augmentation_is_reproducible_and_differs_from_without(prepa
     from ecgtl.pipeline import InputPipeline
     from ecgtl.training.config import TrainConfig
     from ecgtl.training.loop import fit
+    from ecgtl.training.objectives.supervised import Supervised
 
     train, val = prepared_tiny.split("train"), prepared_tiny.split("val")
     pipeline = InputPipeline(fs=prepared_tiny.fs, scaler=LeadScaler.fit(train.signals))
@@ -54,7 +55,8 @@ def test_fit_with_an_augmentation_is_reproducible_and_differs_from_without(prepa
     def losses(augment):
         torch.manual_seed(0)
         model = create_model("xresnet1d18", len(prepared_tiny.classes))
-        return [h.train_loss for h in fit(model, train, val, config, pipeline, progress=False, augment=augment).history]
+        objective = Supervised(augment=augment)
+        return [h.train_loss for h in fit(model, train, val, config, pipeline, objective, progress=False).history]
 
     def low_pass(x, generator):
         return rate_augment(x, prepared_tiny.fs, (50.0, 60.0), generator)

@@ -1,5 +1,6 @@
-"""The contrastive objective: its loss, its augmentations, that it learns on a tiny synthetic set, leaves the
-head alone, and resumes to the same result; the frozen baselines leave every encoder weight as it was."""
+"""The contrastive objective: its loss, its augmentations, that it learns on a tiny synthetic set, leaves the head
+alone and keeps its best epoch by validation loss (what every objective shares, resume and the rest, is in
+test_engine.py); the frozen baselines leave every encoder weight as it was."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ecgtl.models import create_model
 from ecgtl.pipeline import InputPipeline
 from ecgtl.training.augment import augment
 from ecgtl.training.config import TrainConfig
-from ecgtl.training.objectives import encoder_groups, fit_contrastive, nt_xent
+from ecgtl.training.loop import fit
+from ecgtl.training.objectives.contrastive import Contrastive, nt_xent
 
 
 def test_nt_xent_is_low_for_matching_views_and_high_for_random_ones():
@@ -37,46 +39,28 @@ def _pipeline(prepared):
     return InputPipeline(fs=100.0).fit_scaler(train.signals, valid_lengths(train))
 
 
-def test_contrastive_loss_decreases_and_the_head_never_moves(prepared_tiny):
+def test_contrastive_loss_decreases_the_head_never_moves_and_the_probe_runs_when_asked(prepared_tiny):
     torch.manual_seed(0)
     model = create_model("xresnet1d18", 18)
     head = {k: v.clone() for k, v in model.head.state_dict().items()}
     encoder = {k: v.clone() for k, v in model.body.state_dict().items()}
     config = TrainConfig(epochs=6, batch_size=16, lr=3e-3)
-    result = fit_contrastive(model, prepared_tiny.split("train"), prepared_tiny.split("val"), config,
-                             _pipeline(prepared_tiny), probe_every=3, progress=False)
+    train = prepared_tiny.split("train")
+    objective = Contrastive(probe_every=3, probe=(train, np.arange(len(train))))
+    result = fit(model, train, prepared_tiny.split("val"), config, _pipeline(prepared_tiny), objective, progress=False)
     losses = [h.train_loss for h in result.history]
     assert np.mean(losses[-2:]) < losses[0] - 0.1, losses
     assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in head.items())  # head excluded
     assert any(not torch.equal(v, model.body.state_dict()[k]) for k, v in encoder.items())
     assert np.isfinite(result.history[2].val_macro_auc) and np.isnan(result.history[0].val_macro_auc)
-    assert len(encoder_groups(model)) == len(model.layer_groups()) - 1
-
-
-def test_contrastive_training_resumes_to_the_same_weights(prepared_tiny, tmp_path):
-    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3)
-    train, val, pipeline = prepared_tiny.split("train"), prepared_tiny.split("val"), _pipeline(prepared_tiny)
-    torch.manual_seed(0)
-    whole = create_model("xresnet1d18", 18)
-    fit_contrastive(whole, train, val, config, pipeline, probe_every=0, progress=False)
-    torch.manual_seed(0)
-    killed = create_model("xresnet1d18", 18)
-    fit_contrastive(killed, train, val, config, pipeline, probe_every=0, progress=False,
-                    checkpoint_path=tmp_path / "c.pt", stop_after_epoch=0)
-    torch.manual_seed(5)  # another start: everything must come from the checkpoint
-    resumed = create_model("xresnet1d18", 18)
-    result = fit_contrastive(resumed, train, val, config, pipeline, probe_every=0, progress=False,
-                             checkpoint_path=tmp_path / "c.pt", resume=True)
-    assert [h.epoch for h in result.history] == [0, 1]
-    for key, value in whole.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert [name for name, _ in objective.layer_groups(model)] == [*model.group_names, "projection"]
+    # the best epoch is the one with the lowest validation loss (the signal), and the model ends in it
+    assert result.best_epoch == int(np.argmin([h.val_loss for h in result.history]))
 
 
 @pytest.mark.parametrize("init_encoder", ["pretrained", "random"])
 def test_frozen_baselines_leave_every_encoder_weight_unchanged(prepared_tiny, init_encoder):
     """The frozen schedule with BatchNorm in eval mode: weights and running statistics bit for bit."""
-    from ecgtl.training.loop import fit
-
     torch.manual_seed(1)
     model = create_model("xresnet1d18", 18)
     if init_encoder == "pretrained":  # any trained encoder: a step of supervised training first

@@ -35,7 +35,7 @@ def test_frozen_trains_only_the_head_at_every_epoch():
 
 
 def test_unknown_schedule():
-    with pytest.raises(EcgtlError, match="unknown schedule"):
+    with pytest.raises(EcgtlError, match="schedule must be one of full, two_stage, gradual, chain_thaw, frozen"):
         trainable_mask("sometimes", 3, 0)
 
 
