@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -180,7 +181,9 @@ def _stage_command(name: str, config_class, run, help_text: str, *, resumable: b
         extra = {option.name: options.pop(option.name) for option in extra_options}
         if resumable:
             extra["resume"] = options.pop("resume", None)
-        click.echo(run(_config_from(config_class, options), **extra))
+        said = run(_config_from(config_class, options), **extra)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+            click.echo(said)
 
     command.__doc__ = help_text
     if resumable:

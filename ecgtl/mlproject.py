@@ -123,6 +123,17 @@ def _comment(kind, help_text: str) -> str:
     return f"  # {'; '.join(parts)}" if parts else ""
 
 
+# Not a config's entry point: a stage under torchrun (entrypoints/distributed.py; `python -m ecgtl` in each process).
+DISTRIBUTED = """  distributed:
+    parameters:
+      nproc: {type: int, default: 2}  # processes on this machine (torchrun --nproc_per_node): GPUs, or CPU processes
+      stage: {type: string, default: finetune}  # one of pretrain, finetune, scratch, main
+      options: {type: string, default: ""}  # the stage's options, as for `ecgtl STAGE` ("--train.epochs 4")
+    command: >-
+      python entrypoints/distributed.py --nproc {nproc} --stage {stage} --options {options}
+"""
+
+
 def render() -> str:
     """The MLproject text."""
     lines = [HEADER.rstrip("\n")]
@@ -150,7 +161,7 @@ def render() -> str:
         command.append(line)
         lines += [f"      {part}" for part in command]
         lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n\n" + DISTRIBUTED
 
 
 if __name__ == "__main__":

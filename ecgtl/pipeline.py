@@ -134,12 +134,13 @@ class InputPipeline:
         for views, labels in self.train_views(split, rows, batch_size, seed, epoch, n_views=1):
             yield views[0], labels
 
-    def train_views(self, split, rows: np.ndarray, batch_size: int, seed: int, epoch: int, n_views: int = 2
-                    ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    def train_views(self, split, rows: np.ndarray, batch_size: int, seed: int, epoch: int, n_views: int = 2,
+                    min_batch: int = 1) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """Like `train_batches`, with `n_views` independent random crops of every record in a batch (the views
-        a contrastive objective compares); one view draws exactly what `train_batches` draws."""
+        a contrastive objective compares); one view draws exactly what `train_batches` draws. Under torchrun,
+        this process's part of each batch (`crop_plan`)."""
         lengths = valid_lengths(split)
-        for batch_rows, offsets in crop_plan(rows, lengths, self.crop, batch_size, seed, epoch, n_views):
+        for batch_rows, offsets in crop_plan(rows, lengths, self.crop, batch_size, seed, epoch, n_views, min_batch):
             signals = self.records(np.asarray(split.signals[batch_rows]), lengths[batch_rows])
             views = []
             for view_offsets in offsets:
@@ -156,35 +157,40 @@ class InputPipeline:
         record's real samples (`lengths`, default all), aggregated by max or mean. 32 records (224 windows of
         10 s records) per forward pass: twice as fast as 128 on 2 CPU cores (benchmarks/bench_inference.py).
         At most `MAX_WINDOWS_PER_PASS` windows go through the model at once and windows are cut per pass, so
-        one long record (an hour at 500 Hz) costs the memory of a normal batch, not gigabytes."""
+        one long record (an hour at 500 Hz) costs the memory of a normal batch, not gigabytes. Under torchrun
+        each process scores every size-th block of `batch_records` records and every process gets all logits
+        (`distributed.shard_blocks`): the same blocks as one process, so the same numbers."""
         from ecgtl.models.base import fold_batchnorm
+        from ecgtl.training.distributed import gather_blocks, shard_blocks
 
         device = device or next(model.parameters()).device
         model.eval()
         model = fold_batchnorm(model)
         lengths = np.full(len(signals), np.asarray(signals).shape[-1]) if lengths is None else np.asarray(lengths)
-        outputs = []
-        for start in range(0, len(signals), batch_records):
-            block = self.records(np.asarray(signals[start:start + batch_records], dtype=np.float32),
-                                 lengths[start:start + batch_records])
-            if block.shape[-1] < self.crop:
-                block = np.pad(block, ((0, 0), (0, 0), (0, self.crop - block.shape[-1])))
-            starts = window_starts(block.shape[-1], self.crop, self.stride)
-            per_pass = max(1, MAX_WINDOWS_PER_PASS // len(block))  # windows of each record in one pass
+        block_starts = list(range(0, len(signals), batch_records))
+        outputs = {}
+        for block in shard_blocks(len(block_starts)):
+            start = block_starts[block]
+            records = self.records(np.asarray(signals[start:start + batch_records], dtype=np.float32),
+                                   lengths[start:start + batch_records])
+            if records.shape[-1] < self.crop:
+                records = np.pad(records, ((0, 0), (0, 0), (0, self.crop - records.shape[-1])))
+            starts = window_starts(records.shape[-1], self.crop, self.stride)
+            per_pass = max(1, MAX_WINDOWS_PER_PASS // len(records))  # windows of each record in one pass
             parts = []
             for first in range(0, len(starts), per_pass):
                 chunk = starts[first:first + per_pass]
-                windows = np.stack([block[..., s:s + self.crop] for s in chunk], axis=1)
-                batch = torch.from_numpy(self.inputs(windows.reshape(-1, block.shape[1], self.crop))).to(device)
+                windows = np.stack([records[..., s:s + self.crop] for s in chunk], axis=1)
+                batch = torch.from_numpy(self.inputs(windows.reshape(-1, records.shape[1], self.crop))).to(device)
                 with torch.autocast(device.type, enabled=device.type == "cuda"):
-                    parts.append(model(batch).float().cpu().numpy().reshape(len(block), len(chunk), -1))
+                    parts.append(model(batch).float().cpu().numpy().reshape(len(records), len(chunk), -1))
             logits = np.concatenate(parts, axis=1)
-            usable = usable_windows(starts, self.crop, lengths[start:start + len(block)])
+            usable = usable_windows(starts, self.crop, lengths[start:start + len(records)])
             if self.aggregation == "max":
-                outputs.append(np.where(usable[..., None], logits, -np.inf).max(axis=1))
+                outputs[block] = np.where(usable[..., None], logits, -np.inf).max(axis=1)
             else:
-                outputs.append((logits * usable[..., None]).sum(axis=1) / usable.sum(axis=1)[:, None])
-        return np.concatenate(outputs).astype(np.float32)
+                outputs[block] = (logits * usable[..., None]).sum(axis=1) / usable.sum(axis=1)[:, None]
+        return np.concatenate(gather_blocks(outputs)).astype(np.float32)
 
     # ------------------------------------------------------------------------------------------- storage
     def to_dict(self) -> dict:
@@ -205,17 +211,25 @@ class InputPipeline:
 
 
 def crop_plan(rows: np.ndarray, lengths: np.ndarray, crop: int, batch_size: int, seed: int, epoch: int,
-              n_views: int = 1) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+              n_views: int = 1, min_batch: int = 1) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
     """One epoch's batches as indices: (sorted rows [b], `n_views` crop starts [b] each), drawn from
     `default_rng([seed, epoch])` (shuffle, then per batch one uniform draw per view inside each record's real
     samples). Every input path (numpy gather from the memmap, a device-resident gather) cuts its crops from
-    this plan, so they train on the same batches."""
+    this plan, so they train on the same batches. Under torchrun every process draws the whole plan and yields
+    its part of each batch (`distributed.batch_part`): together, the one-process epoch. A batch smaller than
+    `min_batch` records per process is drawn and skipped (a contrastive loss needs two records)."""
+    from ecgtl.training.distributed import batch_part, world
+
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(rows)
     for start, end in batch_bounds(len(order), batch_size):
         batch_rows = np.sort(order[start:end])  # sorted reads are kinder to the memmap
         room = np.maximum(lengths[batch_rows] - crop, 0)
-        yield batch_rows, [(rng.random(len(batch_rows)) * (room + 1)).astype(int) for _ in range(n_views)]
+        offsets = [(rng.random(len(batch_rows)) * (room + 1)).astype(int) for _ in range(n_views)]
+        if len(batch_rows) < min_batch * world().size:
+            continue
+        part = batch_part(len(batch_rows))
+        yield batch_rows[part], [view[part] for view in offsets]
 
 
 def usable_windows(starts: np.ndarray, crop: int, lengths: np.ndarray) -> np.ndarray:

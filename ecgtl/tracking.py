@@ -11,6 +11,9 @@
   propagates, so a transient failure never moves `champion` or starts an unrequested pretraining.
 - A fresh `sqlite:///` store is created (and migrated) once, under a file lock, so that stages started at
   the same moment do not race through MLflow's schema migrations.
+- Under torchrun, rank 0 alone talks to the store (`distributed.on_rank_zero` on every function that does):
+  the other ranks receive what it read or returned (a run id, a model's files) and raise what it raised, so
+  they never touch the tracking store. A run ends FAILED with the error of whichever rank failed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ from ecgtl.evaluation.report import EvaluationReport
 from ecgtl.packaging import runtime_requirements
 from ecgtl.plotting import figures_to_html, save_figure
 from ecgtl.redaction import redact
+from ecgtl.training.distributed import (
+    launched,
+    on_rank_zero,
+    peer_failure,
+    rank_zero_section,
+    report_failure,
+    share,
+    world,
+)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "ecgtl"
@@ -96,6 +108,7 @@ def initialise_store(uri: str) -> None:
         client.search_registered_models(max_results=1)  # registry tables
 
 
+@on_rank_zero
 def configure(experiment: str | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines suffice
     import mlflow
@@ -135,7 +148,47 @@ def stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool = 
     `nested` makes it a child of the run active in this process; `parent_run_id` of a run started elsewhere
     (a worker process of an ablation or study), in that run's experiment. `system_metrics` (or MLflow's own
     MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=true) logs CPU, memory and, where present, GPU use while it runs.
+    Under torchrun rank 0 opens and ends the run and every rank gets its id; a rank that fails leaves its error
+    for rank 0, which ends the run FAILED with it.
     """
+    arguments = (run_name, tags, params, nested, run_id, parent_run_id, system_metrics)
+    if not launched():
+        with _stage_run_here(*arguments) as here:
+            yield here
+        return
+    if not world().is_main:
+        ok, value = share()
+        if not ok:
+            raise value
+        try:
+            yield value
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt):
+                report_failure(exc)
+            raise
+        return
+    context = _stage_run_here(*arguments)
+    with rank_zero_section():
+        try:
+            opened = context.__enter__()
+        except BaseException as exc:
+            share((False, exc))
+            raise
+    share((True, opened))
+    try:
+        yield opened
+    except BaseException as exc:
+        with rank_zero_section():
+            context.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    with rank_zero_section():
+        context.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _stage_run_here(run_name: str, tags: dict[str, str], params: dict, nested: bool, run_id: str | None,
+                    parent_run_id: str | None, system_metrics: bool) -> Iterator[str]:
+    """`stage_run` in this process (rank 0 under torchrun)."""
     from filelock import Timeout
 
     system_metrics = system_metrics or system_metrics_from_environment()
@@ -194,13 +247,16 @@ def _stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool, 
             existing = mlflow.get_run(run.info.run_id).data.params
             mlflow.log_params({k: redact("" if v is None else str(v)) for k, v in params.items() if k not in existing})
         yield run.info.run_id
-    except KeyboardInterrupt as exc:
-        _log_error(exc)
-        mlflow.end_run(status="KILLED")
-        raise
     except BaseException as exc:
-        _log_error(exc)
-        mlflow.end_run(status="FAILED")
+        with contextlib.suppress(ValueError):  # a second signal (torchrun stopping the job) must not cut this short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        peer = peer_failure()  # under torchrun: another rank's error, or a rank that died
+        if isinstance(exc, KeyboardInterrupt) and peer is None:
+            _log_error(exc)
+            mlflow.end_run(status="KILLED")
+        else:
+            _log_error(exc, peer)
+            mlflow.end_run(status="FAILED")
         raise
     else:
         mlflow.end_run(status="FINISHED")
@@ -209,12 +265,15 @@ def _stage_run(run_name: str, tags: dict[str, str], params: dict, nested: bool, 
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _log_error(exc: BaseException) -> None:
+def _log_error(exc: BaseException, peer: str | None = None) -> None:
+    """The run's error: this process's, or (`peer`) that of the torchrun rank that failed first."""
     import mlflow
 
     with contextlib.suppress(Exception):
-        mlflow.set_tag(runs.ERROR, redact(f"{type(exc).__name__}: {exc}")[:5000])
-        mlflow.log_text(redact("".join(traceback.format_exception(exc))), "error.txt")
+        message = f"another process failed: {peer}" if peer else f"{type(exc).__name__}: {exc}"
+        mlflow.set_tag(runs.ERROR, redact(message)[:5000])
+        text = "".join(traceback.format_exception(exc))
+        mlflow.log_text(redact(f"{message}\n\n{text}" if peer else text), "error.txt")
 
 
 def git_commit() -> str | None:
@@ -227,18 +286,21 @@ def git_commit() -> str | None:
         return None
 
 
+@on_rank_zero
 def log_text(text: str, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_text(text, artifact_file)
 
 
+@on_rank_zero
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
     mlflow.set_tags({key: redact(str(value)) for key, value in tags.items()})
 
 
+@on_rank_zero
 def fail_run(run_id: str, tags: dict[str, str]) -> None:
     """End a run that is not this process's active run (a dead worker's) as FAILED, with `tags`."""
     import mlflow
@@ -249,6 +311,7 @@ def fail_run(run_id: str, tags: dict[str, str]) -> None:
     client.set_terminated(run_id, status="FAILED")
 
 
+@on_rank_zero
 def log_datasets(datasets: list[SplitDataset]) -> None:
     """Each split the active run used as an MLflow dataset input (the runs table's Datasets column), with
     context, digest, source (spec and path), a schema (signals, labels) and the profile."""
@@ -315,18 +378,21 @@ def log_datasets(datasets: list[SplitDataset]) -> None:
         mlflow.log_input(EcgtlDataset(split), context=split.context)
 
 
+@on_rank_zero
 def log_artifacts(folder: str | Path, artifact_path: str) -> None:
     import mlflow
 
     mlflow.log_artifacts(str(folder), artifact_path)
 
 
+@on_rank_zero
 def log_epoch(epoch: int, values: dict[str, float]) -> None:
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in values.items() if v == v}, step=epoch)
 
 
+@on_rank_zero
 def log_evaluation_report(report: EvaluationReport, artifact_path: str = "evaluation", png: bool = True) -> None:
     """Log a report to the active MLflow run: metrics (stable keys), per-class CSV, calibrators (JSON),
     one self-contained HTML page of figures (plotly.js embedded once) and, where kaleido works, PNGs."""
@@ -354,6 +420,7 @@ def log_evaluation_report(report: EvaluationReport, artifact_path: str = "evalua
         mlflow.log_artifacts(str(folder), artifact_path)
 
 
+@on_rank_zero
 def log_predictions(name: str, record_ids: list[str], labels: np.ndarray, logits: np.ndarray) -> None:
     """Test logits and labels per record, so that later comparisons (paired bootstrap) need no re-inference."""
     import mlflow
@@ -364,6 +431,7 @@ def log_predictions(name: str, record_ids: list[str], labels: np.ndarray, logits
         mlflow.log_artifact(str(path), "predictions")
 
 
+@on_rank_zero
 def load_predictions(run_id: str, name: str = "test") -> dict[str, np.ndarray]:
     import mlflow
 
@@ -373,6 +441,7 @@ def load_predictions(run_id: str, name: str = "test") -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
 
 
+@on_rank_zero
 def log_model(bundle_dir: Path, input_example: np.ndarray, *, python_model, signature, metadata: dict) -> str:
     """Log the bundle as a pyfunc LoggedModel of the active run, with the ecgtl package as its code (it loads
     where ecgtl is not installed) and its own pip requirements; returns its model URI."""
@@ -398,6 +467,7 @@ def log_model(bundle_dir: Path, input_example: np.ndarray, *, python_model, sign
     return info.model_uri
 
 
+@on_rank_zero
 def register(model_uri: str, name: str, champion_if_first: bool = True, *, description: str = "",
              tags: dict[str, str] | None = None) -> int:
     """Register a model version (with its model card as `description`, and `tags`); `challenger` on it,
@@ -420,6 +490,7 @@ def register(model_uri: str, name: str, champion_if_first: bool = True, *, descr
     return int(version.version)
 
 
+@on_rank_zero
 def model_exists(uri: str) -> bool:
     """Whether `models:/NAME@ALIAS` (or any model URI) resolves in the current store; only a "not found"
     answer means no, any other error (store down, permissions) propagates."""
@@ -441,11 +512,31 @@ def model_exists(uri: str) -> bool:
 def download_model(uri: str, folder: Path) -> Path:
     """The model at `uri` downloaded into `folder`. A URI that names nothing (or is malformed: checked before
     anything is fetched or copied, `runs.check_model_uri`) is the user's error; a store that cannot be reached
-    is not, and raises as it is."""
+    is not, and raises as it is. Under torchrun rank 0 downloads and every rank gets the files."""
+    runs.check_model_uri(uri)
+    if not launched():
+        return _download_model(uri, folder)
+    name, files = _model_files(uri)
+    for relative, data in files.items():
+        (Path(folder) / relative).parent.mkdir(parents=True, exist_ok=True)
+        (Path(folder) / relative).write_bytes(data)
+    return Path(folder) / name
+
+
+@on_rank_zero
+def _model_files(uri: str) -> tuple[str, dict[str, bytes]]:
+    """The downloaded model folder's name and its files' bytes (rank 0 fetches, every rank writes them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _download_model(uri, Path(tmp))
+        base = root if root.is_dir() else root.parent
+        files = {str(path.relative_to(Path(tmp))): path.read_bytes() for path in base.rglob("*") if path.is_file()}
+        return str(root.relative_to(Path(tmp))), files
+
+
+def _download_model(uri: str, folder: Path) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    runs.check_model_uri(uri)
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
     except Exception as exc:
@@ -456,6 +547,7 @@ def download_model(uri: str, folder: Path) -> Path:
         raise EcgtlError(f"{uri}: cannot load model ({str(exc).splitlines()[0]})") from None
 
 
+@on_rank_zero
 def find_finished_run(stage: str, key: str) -> str | None:
     """A FINISHED run of `stage` with this config hash in the current experiment (for reuse), newest first."""
     import mlflow
@@ -469,6 +561,7 @@ def find_finished_run(stage: str, key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+@on_rank_zero
 def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
     import mlflow
 
@@ -476,6 +569,7 @@ def run_info(run_id: str) -> tuple[dict[str, str], dict[str, float]]:
     return run.data.tags, run.data.metrics
 
 
+@on_rank_zero
 def metric_history(run_id: str, key: str) -> list[float]:
     """A metric's values in step order (per-epoch metrics)."""
     import mlflow
@@ -484,6 +578,7 @@ def metric_history(run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
+@on_rank_zero
 def run_seconds(run_id: str) -> float:
     """Wall time of a finished run (end minus start), for benchmark tables."""
     import mlflow
@@ -492,6 +587,7 @@ def run_seconds(run_id: str) -> float:
     return (info.end_time - info.start_time) / 1000 if info.end_time else float("nan")
 
 
+@on_rank_zero
 def stage_runs(stages: tuple[str, ...] = runs.TRAINING_STAGES):
     """FINISHED runs of the given stages in the current experiment as a DataFrame (tags, params, metrics)."""
     import mlflow
@@ -513,6 +609,7 @@ def filter_value(text: str) -> str:
     raise EcgtlError(f"{text!r}: a name holding both ' and \" cannot be searched in MLflow; rename it")
 
 
+@on_rank_zero
 def model_versions(name: str) -> list:
     """Every version of a registered model; an error naming the model when it has none or does not exist."""
     import mlflow
@@ -529,6 +626,7 @@ def model_versions(name: str) -> list:
     return sorted(versions, key=lambda v: int(v.version))
 
 
+@on_rank_zero
 def version_by_alias(name: str, alias: str):
     """The version an alias points to, or None (only a "not found" answer means none)."""
     import mlflow
@@ -541,6 +639,7 @@ def version_by_alias(name: str, alias: str):
         raise
 
 
+@on_rank_zero
 def resolve_version(name: str, reference: str):
     """A version by number or alias; an error when the alias points nowhere or the number does not exist."""
     import mlflow
@@ -559,6 +658,7 @@ def resolve_version(name: str, reference: str):
     return version
 
 
+@on_rank_zero
 def version_description(uri: str) -> str:
     """The registry description (the model card) of `models:/NAME@ALIAS` or `models:/NAME/VERSION`."""
     if not uri.startswith("models:/") or ("@" not in uri and uri.count("/") != 2):
@@ -567,6 +667,7 @@ def version_description(uri: str) -> str:
     return resolve_version(name, reference).description or ""
 
 
+@on_rank_zero
 def registered_models() -> list[dict]:
     """Every registered model with its versions (number, aliases, run, tags), oldest version first. Aliases
     come from the registered model itself: `search_model_versions` answers with empty `aliases`."""
@@ -585,6 +686,7 @@ def registered_models() -> list[dict]:
     return listed
 
 
+@on_rank_zero
 def latest_finished_run(stage: str, tags: dict[str, str] | None = None):
     """The newest FINISHED run of `stage` (with these `tags`) in the current experiment, as a row of
     `search_runs`, or None."""
@@ -597,6 +699,7 @@ def latest_finished_run(stage: str, tags: dict[str, str] | None = None):
     return None if found.empty else found.iloc[0]
 
 
+@on_rank_zero
 def download_artifact(run_id: str, path: str) -> str:
     """One artifact of a run, downloaded to a new temporary folder; returns its local path."""
     import mlflow
@@ -604,6 +707,7 @@ def download_artifact(run_id: str, path: str) -> str:
     return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp())
 
 
+@on_rank_zero
 def log_files(paths: list[Path], artifact_path: str) -> None:
     """Log exactly these files (never the folder around them) under `artifact_path` of the active run."""
     import mlflow
@@ -612,6 +716,7 @@ def log_files(paths: list[Path], artifact_path: str) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
+@on_rank_zero
 def move_alias(name: str, alias: str, version: int | str) -> None:
     """Point an alias at a version: one registry update, so some version holds it at every moment."""
     import mlflow
@@ -619,6 +724,7 @@ def move_alias(name: str, alias: str, version: int | str) -> None:
     mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
 
 
+@on_rank_zero
 def tag_version(name: str, version: int | str, tags: dict[str, str]) -> None:
     import mlflow
 

@@ -44,7 +44,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.inputs import leads_label, parse_leads
 from ecgtl.redaction import redact
-from ecgtl.stages.common import StageResult
+from ecgtl.stages.common import StageResult, refuse_torchrun
 from ecgtl.stages.configs import (
     AXES,
     AXIS_DEFAULTS,
@@ -372,6 +372,7 @@ def ablation(config: AblationConfig) -> dict:
     """Run (or resume) an ablation; logs the results to the parent run. Returns the result tables."""
     from ecgtl.stages.ablation_results import collect, log_results
 
+    refuse_torchrun("ablation")
     config.validate()
     cells = expand(config)  # every axis value checked before the store is touched
     tracking.configure()

@@ -34,6 +34,7 @@ from ecgtl.data.lineage import CONTEXTS, SplitDataset, TrainingRecords
 from ecgtl.data.sources import dataset_identity
 from ecgtl.data.spec import parse_spec
 from ecgtl.data.splits import fraction_indices
+from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import EvaluationReport, check_class_names, evaluate_predictions
 from ecgtl.inference import BundleInfo, save_bundle
 from ecgtl.inputs import leads_label, parse_leads
@@ -43,6 +44,7 @@ from ecgtl.paths import cache_root
 from ecgtl.pipeline import InputPipeline
 from ecgtl.stages.configs import DataConfig
 from ecgtl.training.config import TrainConfig
+from ecgtl.training.distributed import launched, local_rank_zero_first
 from ecgtl.training.loop import EpochResult, FitResult, fit
 from ecgtl.training.objectives.base import Objective
 
@@ -75,7 +77,7 @@ class Scores:
 
 def load_data(config: DataConfig, seed: int) -> tuple[PreparedData, np.ndarray]:
     """The prepared cache and the training rows of the seeded, stratified, nested `fraction`."""
-    with timing.phase("prepare"):
+    with timing.phase("prepare"), local_rank_zero_first():  # under torchrun one process per machine prepares
         prepared = prepare(config.validate().prepare_config())
     check_class_names(prepared.classes)  # their metric keys, before anything trains
     train = prepared.split("train")
@@ -187,6 +189,13 @@ def check_training(train: TrainConfig) -> None:
     from ecgtl.training.accelerator import check_training as check
 
     check(train.device, train.compile)
+
+
+def refuse_torchrun(stage: str) -> None:
+    """Stages that spread their own work (trials, cells) over workers do not run under torchrun."""
+    if launched():
+        raise EcgtlError(f"{stage} spreads its trials or cells over workers itself (--workers, --jobs, a shared "
+                         "storage); run it without torchrun")
 
 
 def training_priors(prepared: PreparedData, rows: np.ndarray) -> np.ndarray:

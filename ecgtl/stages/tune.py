@@ -55,6 +55,7 @@ from ecgtl.stages.common import (
     fit_pipeline,
     fit_step,
     load_data,
+    refuse_torchrun,
     split_datasets,
     training_priors,
 )
@@ -153,6 +154,7 @@ def tune(config: TuneConfig) -> dict:
 
     import optuna
 
+    refuse_torchrun("tune")
     config.validate()
     search_space_of(config)  # a bad space file is refused before the store is touched
     check_training(config.finetune.train)

@@ -146,11 +146,13 @@ class TrainInputs:
             return f"batches prepared {self.prefetch} ahead by a background thread, copied to {self.device}"
         return f"batches prepared on the training thread, copied to {self.device}"
 
-    def epoch(self, batch_size: int, seed: int, epoch: int, n_views: int = 1) -> Iterator[Batch]:
-        """One epoch's batches on the device: `n_views` crops per record (pipeline.train_views' batches)."""
+    def epoch(self, batch_size: int, seed: int, epoch: int, n_views: int = 1, min_batch: int = 1) -> Iterator[Batch]:
+        """One epoch's batches on the device: `n_views` crops per record (pipeline.train_views' batches; batches
+        under `min_batch` records per process skipped; under torchrun, this process's part of each)."""
         if self.resident is not None:
-            plan = crop_plan(self.rows, self.resident.lengths, self.pipeline.crop, batch_size, seed, epoch, n_views)
+            plan = crop_plan(self.rows, self.resident.lengths, self.pipeline.crop, batch_size, seed, epoch, n_views,
+                             min_batch)
             return (self.resident.batch(batch_rows, offsets) for batch_rows, offsets in plan)
         batches = (_to_device(batch, self.device) for batch in
-                   self.pipeline.train_views(self.split, self.rows, batch_size, seed, epoch, n_views))
+                   self.pipeline.train_views(self.split, self.rows, batch_size, seed, epoch, n_views, min_batch))
         return prefetched(batches, self.prefetch) if self.prefetch else batches

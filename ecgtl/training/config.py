@@ -42,6 +42,7 @@ class TrainConfig:
     prefetch: int = 2
     precision: Precision = "auto"
     compile: bool = False
+    sync_bn: bool = True
     system_metrics: bool = False
     explain_examples: int = 1
 
@@ -76,6 +77,7 @@ class TrainConfig:
         "prefetch": "Batches a background thread prepares ahead when not resident (0: on the training thread).",
         "precision": "auto (bf16 on CUDA that has it, else fp16 + GradScaler; fp32 on CPU), fp32, bf16, fp16.",
         "compile": "torch.compile the network for training steps (needs a C++ compiler on the CPU).",
+        "sync_bn": "Under torchrun: BatchNorm statistics of the global batch, across processes (no effect in one).",
         "system_metrics": "Log CPU, memory and GPU use to the run (needs psutil: ecgtl[system]).",
         "explain_examples": "Test records per class explained on the report (0: none).",
     }

@@ -11,6 +11,14 @@ Determinism on CPU: each epoch reseeds torch (dropout) from (seed, epoch), draws
 `default_rng([seed, epoch])` and its augmentations from a generator seeded from (seed, epoch), so an epoch
 computes the same thing whether or not the run was resumed, and whichever input path (`training/batches.py`:
 resident on the device or prefetched) delivers them.
+
+Under torchrun (`training/distributed.py`) the same loop runs in every process on its part of each batch: the
+network wrapped in DistributedDataParallel (rebuilt when the trainable groups change, as gradual unfreezing
+does), BatchNorm synchronised across processes (`train.sync_bn`), validation scored in shards, the checkpoint
+written by rank 0 and read by every rank. Every decision (best epoch, patience, a non-finite loss) is taken on
+numbers every process has, so no process leaves the others waiting. Dropout masks and random augmentations are
+drawn per process (seeded from seed, epoch and rank): with them, processes train like one statistically, not
+to the digit.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from ecgtl.data.dataset import batch_bounds
 from ecgtl.errors import EcgtlError
 from ecgtl.models import count_parameters
 from ecgtl.pipeline import InputPipeline
+from ecgtl.training import distributed
 from ecgtl.training.accelerator import (
     autocast,
     grad_scaler,
@@ -102,7 +111,8 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     """
     objective = objective if objective is not None else Supervised()
     config.validate()
-    device = resolve_device(config.device)
+    world = distributed.world()
+    device = distributed.device_for(resolve_device(config.device))
     model.to(device)
     objective.setup(model, pipeline, config, device)
     groups = objective.layer_groups(model)
@@ -112,6 +122,8 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
     steps_per_epoch = len(batch_bounds(len(rows), config.batch_size))
     if hasattr(model, "set_head_dropout"):
         model.set_head_dropout(config.dropout)
+    modules = {"model": model, **objective.modules()}
+    parallel = Parallel(world, modules, groups, config) if world.size > 1 else None
     lrs = discriminative_lrs(config.lr, config.decay, len(groups), config.head_lr_mult)
     optimizer = torch.optim.AdamW([{"params": list(module.parameters()), "lr": lr}
                                    for (_, module), lr in zip(groups, lrs, strict=True)],
@@ -120,14 +132,16 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
                                                     pct_start=0.3)
     precision = resolve_precision(config.precision, device)
     scaler = grad_scaler(device, precision)
-    network = training_network(objective.network(model), config.compile, device)
+    network = objective.network(model)
+    step_network = training_network(network, config.compile, device) if parallel is None else None
     inputs = TrainInputs(pipeline, train, rows, device, device_cache=config.device_cache, prefetch=config.prefetch)
+    progress = progress and world.is_main
     if progress:
         print(f"training ({objective.name}) inputs: {inputs.describe()}; precision {precision}"
-              f"{'; torch.compile' if config.compile else ''}", file=sys.stderr, flush=True)
+              f"{'; torch.compile' if config.compile else ''}"
+              f"{f'; {world.size} processes' if parallel else ''}", file=sys.stderr, flush=True)
     result = FitResult(best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                        best_epoch=-1, best_signal=float("nan"))
-    modules = {"model": model, **objective.modules()}
     first_epoch = 0
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = restore_training(checkpoint_path, modules, optimizer, scheduler, objective.name)
@@ -136,63 +150,111 @@ def fit(model: nn.Module, train: SplitData, val: SplitData, config: TrainConfig,
         result = FitResult.from_checkpoint(state["result"])
         first_epoch = state["epoch"] + 1
     total = sum(count_parameters(module) for module in modules.values())  # a projection head counts too
-    for epoch in range(first_epoch, config.epochs):
-        if result.stopped_early:
-            break  # a run that stopped early and was killed before it finished resumes to the same end
-        started = time.perf_counter()
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        mask = trainable_mask(config.schedule, len(groups), epoch, config.epochs_per_stage, config.groups_per_stage)
-        n_trainable = apply_mask(groups, mask)
-        for module in modules.values():
-            module.train()
-        if config.frozen_bn == "eval":
-            freeze_batchnorm(groups, mask)
-        losses = torch.zeros((), dtype=_LOSS_DTYPE.get(device.type, torch.float64), device=device)
-        steps = 0
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch + 1)
-        for views, labels in inputs.epoch(config.batch_size, config.seed, epoch, n_views=objective.n_views):
-            with autocast(device, precision):
-                loss = objective.loss(network, views, labels, generator)
-            if loss is None:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses += loss.detach()  # summed on the device: no host sync per step
-            steps += 1
-        train_loss = float(losses) / max(steps, 1)
-        if not math.isfinite(train_loss):
-            raise NonFiniteLoss(f"epoch {epoch + 1}: the {objective.name} training loss is {train_loss} "
-                                f"({objective.nonfinite_hint(config)}); nothing was registered")
-        validation = objective.validate(model, val, epoch, last=epoch + 1 == config.epochs)
-        epoch_result = EpochResult(epoch, train_loss, validation.loss, validation.macro_auc,
-                                   [group["lr"] for group in optimizer.param_groups], n_trainable,
-                                   time.perf_counter() - started, validation.signal)
-        result.history.append(epoch_result)
-        if objective.improved(validation.signal, result.best_signal):
-            result.best_signal = validation.signal if math.isfinite(validation.signal) else result.best_signal
-            result.best_epoch = epoch
-            result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            result.best_val_logits = validation.logits
-        if progress:
-            print(f"epoch {epoch + 1:>3}/{config.epochs}  {objective.metric('train_loss')} {train_loss:.4f}  "
-                  f"{objective.metric('val_loss')} {validation.loss:.4f}  "
-                  f"{objective.metric('val_macro_auc')} {validation.macro_auc:.4f}  "
-                  f"lr {max(epoch_result.lrs):.2e}  trainable {n_trainable:,}/{total:,}  "
-                  f"{epoch_result.seconds:.1f} s", file=sys.stderr, flush=True)
-        if on_epoch:
-            on_epoch(epoch_result)
-        if config.patience and epoch - result.best_epoch >= config.patience:
-            result.stopped_early = True
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, {**{key: module.state_dict() for key, module in modules.items()},
-                                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                              "rng": rng_state(), "epoch": epoch, "grad_scaler": scaler.state_dict(),
-                                              "result": result.to_checkpoint(), "config": asdict(config),
-                                              "objective": objective.name})
-        if result.stopped_early or (stop_after_epoch is not None and epoch >= stop_after_epoch):
-            break
+    seed = config.seed + 7_919 * world.rank  # dropout and augmentations per process (rank 0: one process's)
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            if result.stopped_early:
+                break  # a run that stopped early and was killed before it finished resumes to the same end
+            started = time.perf_counter()
+            torch.manual_seed(seed * 100_003 + epoch)
+            mask = trainable_mask(config.schedule, len(groups), epoch, config.epochs_per_stage, config.groups_per_stage)
+            n_trainable = apply_mask(groups, mask)
+            if parallel is not None:
+                step_network = parallel.network(network, mask, device)
+            for module in modules.values():
+                module.train()
+            if config.frozen_bn == "eval":
+                freeze_batchnorm(groups, mask)
+            losses = torch.zeros((), dtype=_LOSS_DTYPE.get(device.type, torch.float64), device=device)
+            steps = 0
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
+            for views, labels in inputs.epoch(config.batch_size, config.seed, epoch, n_views=objective.n_views,
+                                              min_batch=objective.min_batch):
+                with autocast(device, precision):
+                    loss = objective.loss(step_network, views, labels, generator)
+                if loss is None:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses += loss.detach()  # summed on the device: no host sync per step
+                steps += 1
+            train_loss = float(losses) / max(steps, 1)  # the global batches' loss: the same on every rank
+            if not math.isfinite(train_loss):
+                raise NonFiniteLoss(f"epoch {epoch + 1}: the {objective.name} training loss is {train_loss} "
+                                    f"({objective.nonfinite_hint(config)}); nothing was registered")
+            validation = objective.validate(model, val, epoch, last=epoch + 1 == config.epochs)
+            epoch_result = EpochResult(epoch, train_loss, validation.loss, validation.macro_auc,
+                                       [group["lr"] for group in optimizer.param_groups], n_trainable,
+                                       time.perf_counter() - started, validation.signal)
+            result.history.append(epoch_result)
+            if objective.improved(validation.signal, result.best_signal):
+                result.best_signal = validation.signal if math.isfinite(validation.signal) else result.best_signal
+                result.best_epoch = epoch
+                result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                result.best_val_logits = validation.logits
+            if progress:
+                print(f"epoch {epoch + 1:>3}/{config.epochs}  {objective.metric('train_loss')} {train_loss:.4f}  "
+                      f"{objective.metric('val_loss')} {validation.loss:.4f}  "
+                      f"{objective.metric('val_macro_auc')} {validation.macro_auc:.4f}  "
+                      f"lr {max(epoch_result.lrs):.2e}  trainable {n_trainable:,}/{total:,}  "
+                      f"{epoch_result.seconds:.1f} s", file=sys.stderr, flush=True)
+            if on_epoch:
+                on_epoch(epoch_result)
+            if config.patience and epoch - result.best_epoch >= config.patience:
+                result.stopped_early = True
+            if checkpoint_path is not None and world.is_main:  # rank 0 writes; every rank reads on resume
+                save_checkpoint(checkpoint_path, {**{key: module.state_dict() for key, module in modules.items()},
+                                                  "optimizer": optimizer.state_dict(),
+                                                  "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                                                  "epoch": epoch, "grad_scaler": scaler.state_dict(),
+                                                  "result": result.to_checkpoint(), "config": asdict(config),
+                                                  "objective": objective.name})
+            if result.stopped_early or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+                break
+    finally:
+        if parallel is not None:
+            parallel.close()
     model.load_state_dict(result.best_state)
     return result
+
+
+class Parallel:
+    """One fit's data parallelism: parameters outside the objective's groups frozen for the fit (DDP must see
+    every trainable parameter receive a gradient), BatchNorm synchronised (`train.sync_bn`), and the network
+    wrapped in DistributedDataParallel, again whenever the trainable groups change."""
+
+    def __init__(self, world: distributed.World, modules: dict[str, nn.Module], groups, config: TrainConfig) -> None:
+        self.world, self.modules, self.config = world, modules, config
+        trained = {id(p) for _, group in groups for p in group.parameters()}
+        self.outside = [p for module in modules.values() for p in module.parameters()
+                        if id(p) not in trained and p.requires_grad]
+        for parameter in self.outside:
+            parameter.requires_grad_(False)
+        if config.sync_bn:
+            for module in modules.values():
+                distributed.sync_batchnorm(module)
+        self.mask: list[bool] | None = None
+        self.wrapped: nn.Module | None = None
+
+    def network(self, network: nn.Module, mask: list[bool], device: torch.device) -> nn.Module:
+        if mask != self.mask:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.mask = mask
+            # Synchronised BatchNorm keeps the statistics equal on every rank; without it, rank 0's are sent
+            # before every forward pass (DDP's default).
+            ddp = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None,
+                                          forward_sync_buffers=not self.config.sync_bn)
+            self.wrapped = training_network(ddp, self.config.compile, device)
+        return self.wrapped
+
+    def close(self) -> None:
+        """The modules as they were (plain BatchNorm, the parameters outside the groups trainable again)."""
+        if self.config.sync_bn:
+            for module in self.modules.values():
+                distributed.plain_batchnorm(module)
+        for parameter in self.outside:
+            parameter.requires_grad_(True)

@@ -34,7 +34,8 @@ class Objective:
     that train every layer group of the model as it is.
 
     Class attributes:
-    - `n_views`: crops of each record per batch (`InputPipeline.train_views`);
+    - `n_views`: crops of each record per batch (`InputPipeline.train_views`); `min_batch`: smaller batches are
+      skipped (per process under torchrun);
     - `uses_labels`: False for a self-supervised objective (pretraining then fits a head on labels afterwards);
     - `signal`, `higher_is_better`: the logged name of the validation signal and its direction;
     - `metric_prefix`, `metric_names`: the names it logs under (a prefix, or one name per generic name), so that
@@ -43,6 +44,7 @@ class Objective:
 
     name: ClassVar[str] = ""
     n_views: ClassVar[int] = 1
+    min_batch: ClassVar[int] = 1
     uses_labels: ClassVar[bool] = True
     signal: ClassVar[str] = "val_macro_auc"
     higher_is_better: ClassVar[bool] = True
@@ -83,7 +85,9 @@ class Objective:
     def loss(self, network: nn.Module, views: list[torch.Tensor], labels: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor | None:
         """The loss of one batch (inside the loop's autocast), or None to skip the batch. `generator` is the
-        epoch's CPU generator, seeded from (seed, epoch), for random augmentations."""
+        epoch's CPU generator, seeded from (seed, epoch), for random augmentations. Under torchrun `views` and
+        `labels` are this process's part of the batch: an objective computes the global batch's loss from
+        `distributed.gather`ed outputs (a no-op in one process), so that the processes train as one."""
         raise NotImplementedError
 
     def validate(self, model: nn.Module, val: SplitData, epoch: int, last: bool) -> Validation:

@@ -29,6 +29,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.models.base import AdaptiveConcatPool1d, EcgModel
 from ecgtl.training.augment import augment
+from ecgtl.training.distributed import gather
 from ecgtl.training.objectives.base import Objective, Validation
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class Contrastive(Objective):
 
     name = "contrastive"
     n_views = 2
+    min_batch = 2  # a record needs other records as negatives
     uses_labels = False
     signal = "ssl_val_loss"
     higher_is_better = False
@@ -139,10 +141,9 @@ class Contrastive(Objective):
         return nn.Sequential(PooledFeatures(model), self.projection)
 
     def loss(self, network: nn.Module, views: list[torch.Tensor], labels: torch.Tensor,  # noqa: ARG002
-             generator: torch.Generator) -> torch.Tensor | None:
-        if len(views[0]) < 2:
-            return None  # a last batch of one record has no negatives
-        embedded = [network(augment(view, self.pipeline.fs, generator)) for view in views]
+             generator: torch.Generator) -> torch.Tensor:
+        # Under torchrun the negatives are the whole global batch's (`gather`), as in one process.
+        embedded = [gather(network(augment(view, self.pipeline.fs, generator))) for view in views]
         return nt_xent(embedded[0], embedded[1], self.temperature)
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from ecgtl.data.dataset import valid_lengths
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.metrics import per_class_auc
 from ecgtl.training.augment import rate_augment
+from ecgtl.training.distributed import gather
 from ecgtl.training.objectives.base import Objective, Validation
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class Supervised(Objective):
     def loss(self, network: nn.Module, views: list[torch.Tensor], labels: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor:
         x = views[0] if self.augment is None else self.augment(views[0], generator)
-        return self.loss_function(network(x).float(), labels)
+        return self.loss_function(gather(network(x).float()), gather(labels))  # the global batch's (torchrun)
 
     def validate(self, model: nn.Module, val: SplitData, epoch: int, last: bool) -> Validation:  # noqa: ARG002
         logits = self.pipeline.predict_logits(model, val.signals, valid_lengths(val), device=self.device)
