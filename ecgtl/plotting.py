@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,27 @@ def figures_to_html(figures: Sequence[go.Figure], title: str = "ecgtl", header: 
             f"<body>{header}{body}{footer}</body></html>")
 
 
+_RENDERER: dict[str, bool] = {}
+
+
+def _start_png_renderer() -> None:
+    """One Chromium for every PNG of this process (kaleido's sync server), stopped at exit: a PNG costs about
+    0.2 s instead of the 2-7 s of starting a browser for each (every evaluation report draws one)."""
+    if "started" in _RENDERER:
+        return
+    _RENDERER["started"] = False
+    try:
+        import atexit
+
+        import kaleido
+
+        kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+        _RENDERER["started"] = True
+    except Exception:  # noqa: BLE001 - no kaleido or no browser: write_image then says why, as before
+        pass
+
+
 def save_figure(figure: go.Figure, path: str | Path, scale: float = 1.0) -> Path:
     """Write `.html` (self-contained) or `.png` (kaleido, needs a Chromium on PATH) by the suffix."""
     import tempfile
@@ -49,7 +71,10 @@ def save_figure(figure: go.Figure, path: str | Path, scale: float = 1.0) -> Path
     with tempfile.TemporaryDirectory(dir=folder, prefix=".png-") as tmp:  # kaleido writes, then one rename
         drawn = Path(tmp) / "figure.png"
         try:
-            figure.write_image(drawn, scale=scale)
+            _start_png_renderer()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "kopts ignored when using a server": none are given
+                figure.write_image(drawn, scale=scale)
         except Exception as exc:  # kaleido raises several types when Chromium is missing
             raise EcgtlError(f"{path}: PNG export failed ({str(exc).splitlines()[0]}); install kaleido and "
                              "Chromium, or write .html") from None

@@ -57,7 +57,7 @@ def projection_head(n_features: int, hidden: int = 256, out: int = 128) -> nn.Se
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent of paired embeddings a[i] <-> b[i] [batch, dim]: cross-entropy of each view's similarity to its
+    """NT-Xent of paired embeddings `a[i] <-> b[i]` (`[batch, dim]`): cross-entropy of each view's similarity to its
     partner against the 2 * batch - 2 other views. Computed in float32 whatever the autocast: a similarity over
     a small temperature leaves fp16's range."""
     z = nn.functional.normalize(torch.cat([a, b]).float(), dim=1)
