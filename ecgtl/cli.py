@@ -30,7 +30,17 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
-@click.group(cls=_Group)
+def manual_location() -> str:
+    """Where the manual is: the built site when there is one, else the Markdown it is built from."""
+    root = Path(__file__).resolve().parents[1]
+    if (root / "site" / "index.html").exists():
+        return str(root / "site" / "index.html")
+    if (root / "docs" / "index.md").exists():
+        return f"{root / 'docs'} (Markdown; `mkdocs build` in {root} makes site/index.html)"
+    return "docs/ of the ecgtl source tree (mkdocs build)"
+
+
+@click.group(cls=_Group, epilog=f"Manual: {manual_location()}")
 @click.version_option(__version__, prog_name="ecgtl")
 def cli() -> None:
     """ecgtl: transfer learning on 12-lead ECGs (PTB-XL -> G12EC), tracked with MLflow."""

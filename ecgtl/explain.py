@@ -19,7 +19,7 @@ together within that bound): an hour-long record costs more passes, not more mem
 - `explain_record` -> `Explanation`; `explanation_figures` draws it on `data/plot.py`'s 12-lead page as a heat
   overlay (red: evidence for the class, blue: against) with per-lead importance bars beneath;
 - `class_examples` + `dataset_lead_importance`: per class, the mean lead shares over records positive for it
-  (the table the README compares with the `leads` ablation); `explanations_page` draws each class's first.
+  (the table the manual compares with the `leads` ablation); `explanations_page` draws each class's first.
 Only the time domain is attributed (an FFT input has no per-sample meaning to draw). A record shorter than one
 window is refused, as `ecgtl predict` refuses it.
 """

@@ -20,6 +20,17 @@ def pytest_addoption(parser):
     parser.addoption("--order-seed", type=int, default=0)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist every worker process takes its share of the cores for torch (not all of them each)."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_collection_modifyitems(config, items):
     order = config.getoption("--order")
     if order == "reverse":

@@ -60,8 +60,15 @@ def trained(tmp_path_factory):
     from ecgtl.stages.pretrain import pretrain
 
     def build():
-        result = pretrain(PretrainConfig(data=DataConfig(spec=SPEC), model="xresnet1d18", n_bootstrap=20,
-                                         train=TrainConfig(epochs=6, batch_size=64, explain_examples=2)))
+        # The attributions below are of this trained model, whose numbers depend on torch's thread count (its
+        # sums run in another order): two threads, whatever the worker was given, so it is always the same model.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            result = pretrain(PretrainConfig(data=DataConfig(spec=SPEC), model="xresnet1d18", n_bootstrap=20,
+                                             train=TrainConfig(epochs=6, batch_size=64, explain_examples=2)))
+        finally:
+            torch.set_num_threads(threads)
         return result, prepare(DataConfig(spec=SPEC).prepare_config())
 
     folder, (result, prepared) = store_trained_once(tmp_path_factory, "explain", build)

@@ -1,6 +1,6 @@
 """Preprocessed cache: one memory-mapped float32 array per split, plus labels, an index and a manifest.
 
-Policy (documented in the README):
+Policy (documented in docs/data.md):
 - every record is resampled to `fs` with scipy's polyphase filter (`resample_poly`);
 - records longer than `length_s` are centre-cropped (the first seconds often hold electrode-settling
   artefacts), shorter ones are zero-padded at the end; `valid_samples` in the index says how much is real;

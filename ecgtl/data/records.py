@@ -40,7 +40,7 @@ _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 _MAT_V4_INT16_LE = 30  # MOPT: little-endian, int16, full numeric matrix
 _MAT_V4_HEADER_BYTES = 20
 
-# Limits that keep a hostile header from costing memory or time (documented in the README).
+# Limits that keep a hostile header from costing memory or time (documented in docs/data.md).
 MAX_HEADER_BYTES = 1 << 20
 MAX_SIGNALS = 64
 MAX_SAMPLES = 2_000_000  # per signal: 66 min at 500 Hz; real 12-lead records have 5 000 to ~500 000

@@ -381,7 +381,7 @@ class AblationConfig:
 Pruner = Literal["auto", "hyperband", "successive_halving", "median", "none"]
 PRUNERS: tuple[str, ...] = choices(Pruner)
 REDUCING_PRUNERS = ("hyperband", "successive_halving")  # the pruners a reduction factor applies to
-# `auto`'s choice (pruner, reduction factor) by trial length, measured in benchmarks/bench_tune.py (README
+# `auto`'s choice (pruner, reduction factor) by trial length, measured in benchmarks/bench_tune.py (manual:
 # "Tuning"): the setting that kept the best trial on both sampler seeds with the fewest epochs.
 LONG_TRIAL_EPOCHS = 20
 AUTO_PRUNERS = {"short": ("hyperband", 3), "long": ("hyperband", 2)}

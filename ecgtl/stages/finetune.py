@@ -78,11 +78,14 @@ def effective_train(config: FinetuneConfig) -> TrainConfig:
 
 def default_fallback_pretrain(config: FinetuneConfig) -> PretrainConfig:
     """What runs when the default pretrained model does not exist yet: the default pretraining at the
-    target's sampling rate, leads, input domain and scaling (and architecture, when one is named)."""
+    target's sampling rate, leads, input domain and scaling (and architecture, when one is named). Its report
+    has no explanations: the user asked for the fine-tuned model, whose report has them (an explicit
+    `ecgtl pretrain` explains its own; `explain_examples` is not in the reuse key, so both are the same run)."""
     base = PretrainConfig()
     data = replace(base.data, fs=config.data.fs, leads=config.data.leads, domain=config.data.domain,
                    scaling=config.data.scaling)
-    return replace(base, data=data, model=config.model or base.model)
+    return replace(base, data=data, model=config.model or base.model,
+                   train=replace(base.train, explain_examples=0))
 
 
 def _check_pipeline_matches(info, data: DataConfig, uri: str) -> None:

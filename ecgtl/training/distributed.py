@@ -192,28 +192,38 @@ def report_failure(error: BaseException) -> None:
             (_status_folder() / f"rank{torch.distributed.get_rank()}.error").write_text(message)
 
 
-def peer_failure() -> str | None:
-    """Why another rank stopped, when rank 0 can tell: the error it left, or its process gone (on this machine)."""
+def peer_failure(wait_s: float = 3.0) -> str | None:
+    """Why another rank stopped, when rank 0 can tell: the error it left, or its process gone (on this machine).
+    Called on the way out of a failed run, so it waits up to `wait_s` for a peer's end to become visible."""
     if not launched():
         return None
+    import time
+
     folder = _status_folder()
-    for error in sorted(folder.glob("rank*.error")):
-        return f"{error.stem}: {error.read_text()}"
-    for pid_file in sorted(folder.glob("rank*.pid")):
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(pid_file.read_text())
-            if pid != os.getpid() and not _alive(pid):
-                return f"{pid_file.stem} (pid {pid}) stopped without an error (killed?)"
-    return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        for error in sorted(folder.glob("rank*.error")):
+            return f"{error.stem}: {error.read_text()}"
+        for pid_file in sorted(folder.glob("rank*.pid")):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text())
+                if pid != os.getpid() and not _alive(pid):
+                    return f"{pid_file.stem} (pid {pid}) stopped without an error (killed?)"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process runs: not gone, and not a zombie (killed, not yet reaped by torchrun's agent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     return True
 
 

@@ -46,7 +46,7 @@ def _check(done: subprocess.CompletedProcess) -> None:
 
 def test_two_processes_with_synchronised_batchnorm_reach_the_weights_of_one(tmp_path):
     """Gradual unfreezing too (DDP is rebuilt when the trainable groups change). AdamW at lr 3e-4: at 3e-3 the
-    weights still differ by ~7e-5, less than one process with 2 threads instead of 1 (1e-4; README)."""
+    weights still differ by ~7e-5, less than one process with 2 threads instead of 1 (1e-4; docs/distributed.md)."""
     _check(_alone(tmp_path, WORKER, "fit", tmp_path / "one.pt"))
     _check(_torchrun(tmp_path, WORKER, "fit", tmp_path / "two.pt"))
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
