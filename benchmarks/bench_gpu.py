@@ -11,7 +11,9 @@ Prints, each beside its goal:
   at full size with `--full` (21 837 PTB-XL + 10 344 Georgia synthetic records, XResNet1d101, 50 + 50 epochs;
   goal <= 10 min on one H100-class GPU), else at `--main-size` (quick) so it runs on 2 CPU cores.
 
-    python benchmarks/bench_gpu.py [--records 2048] [--model xresnet1d50] [--full] [--device auto]
+The throughput figures are printed for each model of `--models` (by default the CNN and the state-space encoder).
+
+    python benchmarks/bench_gpu.py [--records 2048] [--models xresnet1d50,s4d] [--full] [--device auto]
 """
 
 from __future__ import annotations
@@ -107,50 +109,23 @@ def main_by_phase(sizing: dict, workdir: Path, device: str) -> tuple[float, str]
     return time.perf_counter() - started, timing.table()
 
 
-def main_cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2048, help="training records of the throughput figures")
-    parser.add_argument("--model", default="xresnet1d50")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--full", action="store_true", help="time main at full size (a GPU job)")
-    parser.add_argument("--skip-main", action="store_true")
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="ecgtl-bench-gpu-"))
-    os.environ.update({"ECGTL_CACHE_DIR": str(workdir / "cache"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
-                       "MLFLOW_EXPERIMENT_NAME": "bench-gpu"})
-    os.environ.pop("MLFLOW_RUN_ID", None)
-    import numpy as np
-
-    from ecgtl.data.cache import SplitData, prepare
+def throughput(model_name: str, args, pipeline, train, val, rows, classes: int, device, precision: str) -> None:
+    """The loader, engine and bare-loop training rates and the validation rate of one architecture."""
+    from ecgtl.data.cache import SplitData
     from ecgtl.data.dataset import valid_lengths
-    from ecgtl.data.prepare_config import PrepareConfig
     from ecgtl.models import create_model
-    from ecgtl.pipeline import InputPipeline
-    from ecgtl.training.accelerator import resolve_device, resolve_precision
     from ecgtl.training.batches import ResidentSplit
     from ecgtl.training.config import TrainConfig
     from ecgtl.training.loop import fit
 
-    device = resolve_device(args.device)
-    precision = resolve_precision("auto", device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
-    print(f"device {device} ({name}); precision {precision}; torch {torch.__version__}", flush=True)
-    n = max(3000, int(args.records / 0.8) + 10)
-    prepared = prepare(PrepareConfig(spec=f"synthetic:ptbxl?n={n}&seed=0"), progress=False)
-    train, val = prepared.split("train"), prepared.split("val")
-    rows = np.arange(min(args.records, len(train)))
-    pipeline = InputPipeline(fs=prepared.fs).fit_scaler(train.signals, valid_lengths(train))
-    classes = len(prepared.classes)
-    print(f"{args.model}, batch {args.batch}, 2.5 s crops at {prepared.fs:g} Hz, {len(rows)} records x "
+    print(f"\n{model_name}, batch {args.batch}, 2.5 s crops at {pipeline.fs:g} Hz, {len(rows)} records x "
           f"{args.epochs} epochs (synthetic PTB-XL)", flush=True)
 
     torch.manual_seed(0)
     resident = ResidentSplit(pipeline, train, rows, device)
     warm = rows[:2 * args.batch]  # first calls pay for kernel plans (oneDNN, cuDNN autotuning): not measured
-    bare_loop(create_model(args.model, classes), resident, warm, device, precision, args.batch, 1)
-    bare_rate = len(rows) * args.epochs / bare_loop(create_model(args.model, classes), resident, rows, device,
+    bare_loop(create_model(model_name, classes), resident, warm, device, precision, args.batch, 1)
+    bare_rate = len(rows) * args.epochs / bare_loop(create_model(model_name, classes), resident, rows, device,
                                                     precision, args.batch, args.epochs)
     del resident
     tiny_val = SplitData(val.signals[:2], val.labels[:2], val.index.iloc[:2].reset_index(drop=True))
@@ -159,7 +134,7 @@ def main_cli() -> None:
         torch.manual_seed(0)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device=str(device), device_cache=cache)
         started = time.perf_counter()
-        fit(create_model(args.model, classes), train, tiny_val, config, pipeline, train_rows=rows, progress=False)
+        fit(create_model(model_name, classes), train, tiny_val, config, pipeline, train_rows=rows, progress=False)
         _synchronize(device)
         engine[label] = len(rows) * args.epochs / (time.perf_counter() - started)
     best_engine = max(engine.values())
@@ -172,7 +147,7 @@ def main_cli() -> None:
     for label, rate in loader_rates(pipeline, train, rows, device, args.batch).items():
         print(f"{'loader: ' + label:<42} {rate:10.0f}  >= the engine's training rate: {rate / best_engine:.1f}x "
               f"{'met' if rate >= best_engine else 'NOT met'}")
-    model = create_model(args.model, classes).to(device).eval()
+    model = create_model(model_name, classes).to(device).eval()
     lengths = valid_lengths(val)
     pipeline.predict_logits(model, val.signals[:64], lengths[:64], device=device)  # warm-up
     started = time.perf_counter()
@@ -180,6 +155,42 @@ def main_cli() -> None:
     _synchronize(device)
     print(f"{'validation (sliding windows, max)':<42} {len(val) / (time.perf_counter() - started):10.0f}  "
           f"(ten-second records, {len(val)} of them)", flush=True)
+
+
+def main_cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2048, help="training records of the throughput figures")
+    parser.add_argument("--models", default="xresnet1d50,s4d", help="comma-separated: a throughput table each")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--full", action="store_true", help="time main at full size (a GPU job)")
+    parser.add_argument("--skip-main", action="store_true")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="ecgtl-bench-gpu-"))
+    os.environ.update({"ECGTL_CACHE_DIR": str(workdir / "cache"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
+                       "MLFLOW_EXPERIMENT_NAME": "bench-gpu"})
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    import numpy as np
+
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.dataset import valid_lengths
+    from ecgtl.data.prepare_config import PrepareConfig
+    from ecgtl.pipeline import InputPipeline
+    from ecgtl.training.accelerator import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    precision = resolve_precision("auto", device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    print(f"device {device} ({name}); precision {precision}; torch {torch.__version__}", flush=True)
+    n = max(3000, int(args.records / 0.8) + 10)
+    prepared = prepare(PrepareConfig(spec=f"synthetic:ptbxl?n={n}&seed=0"), progress=False)
+    train, val = prepared.split("train"), prepared.split("val")
+    rows = np.arange(min(args.records, len(train)))
+    pipeline = InputPipeline(fs=prepared.fs).fit_scaler(train.signals, valid_lengths(train))
+    classes = len(prepared.classes)
+    for model_name in args.models.split(","):
+        throughput(model_name, args, pipeline, train, val, rows, classes, device, precision)
 
     if not args.skip_main:
         sizing = FULL_MAIN if args.full else SMALL_MAIN

@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "pretraining-objectives")
     parser.add_argument("--scale-one", default="")
+    parser.add_argument("--model", default="", help="the real part's architecture (default: the quick preset's)")
     args = parser.parse_args()
     args.out = use_out_folder(args.out)
     if args.scale_one:
@@ -135,12 +136,13 @@ def main() -> None:
         if not (args.data / "ptbxl_database.csv").exists():
             print(f"{args.data}: not found; skipping the real-data part", file=sys.stderr)
         else:
-            os.environ["MLFLOW_EXPERIMENT_NAME"] = "objectives-real"
+            os.environ["MLFLOW_EXPERIMENT_NAME"] = "objectives-real" + (f"-{args.model}" if args.model else "")
             spec = f"ptbxl:{args.data}"
             report += ["", "## real PTB-XL subset (1 819 records; superdiagnostic)", "",
                        table(run_preset(quick=True, seeds=args.seeds, source=spec, target=spec,
                                         label_set="superdiagnostic", scaling="record", probe_epochs=0,
-                                        pretrain_epochs=10, finetune_epochs=5))]
+                                        pretrain_epochs=10, finetune_epochs=5,
+                                        **({"model": args.model} if args.model else {})))]
     if "scale" in parts:
         report += ["", "## full synthetic PTB-XL size, XResNet1d50, 2.5 s crops, 2 cores", "", scale(args.batches)]
     text = "\n".join(report) + "\n"

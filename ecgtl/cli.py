@@ -314,16 +314,26 @@ def _register_stage_commands() -> None:
                    "on the same test records (margin on the gain's lower CI bound, ECE tolerance).")
 
 
+def _rate_policies() -> tuple[str, ...]:
+    from ecgtl.config import choices
+    from ecgtl.stages.configs import RatePolicy
+
+    return choices(RatePolicy)
+
+
 @cli.command("predict")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--model", "model_uri", default="models:/ecgtl-finetuned@champion", show_default=True,
               help="Any MLflow model URI of an ecgtl model.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-def predict_command(path: Path, model_uri: str, as_json: bool) -> None:
+@click.option("--rate-policy", "--rate_policy", "rate_policy", default="resample", show_default=True,
+              type=click.Choice(_rate_policies()),
+              help="Records at another rate: resample them to the model's, or read them natively (S4D).")
+def predict_command(path: Path, model_uri: str, as_json: bool, rate_policy: str) -> None:
     """Probabilities and labels for the record(s) at PATH (a .hea file or a folder), at any sampling rate."""
     from ecgtl.predict import predict
 
-    predictions = predict(path, model_uri)
+    predictions = predict(path, model_uri, rate_policy)
     click.echo(predictions.to_json() if as_json else predictions.render())
 
 

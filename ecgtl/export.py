@@ -62,7 +62,7 @@ def export(uri: str, out: Path, fmt: str = "onnx") -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         model, info = load_bundle(tracking.download_model(uri, Path(tmp)))
     pipeline = info.input_pipeline()
-    window_model = fold_batchnorm(model.eval())
+    window_model = fold_batchnorm(model.eval()).for_export(pipeline.input_length)
     example = torch.zeros(2, pipeline.n_channels, pipeline.input_length)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))  # beside the targets: the moves are renames
     try:

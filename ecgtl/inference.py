@@ -112,6 +112,17 @@ class Predictor:
         self.pipeline = self.info.input_pipeline()
         self.calibrator = calibrator_from_dict(self.info.calibrator) if self.info.calibrator else None
 
+    def reading_at(self, fs: float) -> Predictor:
+        """This predictor reading records at `fs` natively: its pipeline at that rate and the model's step scaled
+        (S4D; a convolutional model refuses, one line). Shares the model."""
+        import copy
+        from dataclasses import replace
+
+        native = copy.copy(self)
+        native.pipeline = replace(self.pipeline, fs=float(fs))
+        self.model.set_rate_scale(self.info.fs / float(fs))
+        return native
+
     def logits(self, signals: np.ndarray) -> np.ndarray:
         signals = np.asarray(signals, dtype=np.float32)
         if signals.ndim != 3 or signals.shape[1] != 12:

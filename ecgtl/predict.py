@@ -12,12 +12,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ecgtl.config import check_choice
 from ecgtl.data.records import read_record
 from ecgtl.errors import EcgtlError, RecordError
 from ecgtl.files import find_files
 from ecgtl.inputs import MAX_ABS_MV
 from ecgtl.runs import check_model_uri
 from ecgtl.signal_checks import records_problem
+from ecgtl.stages.configs import RatePolicy
 
 
 @dataclass
@@ -76,11 +78,14 @@ def header_files(path: Path) -> tuple[list[Path], Path]:
     return found, path
 
 
-def predict(path: Path, model_uri: str) -> Predictions:
+def predict(path: Path, model_uri: str, rate_policy: str = "resample") -> Predictions:
+    """Score the records at `path`. `rate_policy`: records at another rate than the model's are resampled to it,
+    or (`native`, an S4D model) read at their own rate with the model's step scaled."""
     from ecgtl import tracking
     from ecgtl.data.cinc import CINC_GAIN_ERRATA
     from ecgtl.inference import Predictor
 
+    check_choice("rate_policy", rate_policy, RatePolicy)
     check_model_uri(model_uri)  # before folders are walked or anything is fetched
     headers, root = header_files(path)
     tracking.configure()
@@ -94,12 +99,14 @@ def predict(path: Path, model_uri: str) -> Predictions:
         except RecordError as exc:
             out.problems.append((str(header), str(exc)))
             continue
-        signal = predictor.pipeline.at_model_rate(record.signal, record.fs)[None]
-        problem = records_problem(signal, min_samples=predictor.pipeline.crop, max_abs_mv=MAX_ABS_MV, fs=info.fs)
+        scorer = predictor.reading_at(record.fs) if rate_policy == "native" else predictor
+        signal = scorer.pipeline.at_model_rate(record.signal, record.fs)[None]
+        problem = records_problem(signal, min_samples=scorer.pipeline.crop, max_abs_mv=MAX_ABS_MV,
+                                  fs=scorer.pipeline.fs)
         if problem:
             out.problems.append((str(header), f"{header}: {problem}"))
             continue
-        probabilities, labels = predictor.predict(signal)
+        probabilities, labels = scorer.predict(signal)
         out.results.append(Prediction(record.record_id, str(header), record.fs, record.signal.shape[-1] / record.fs,
                                       {c: round(float(p), 4) for c, p in zip(info.classes, probabilities[0], strict=True)},
                                       [c for c, on in zip(info.classes, labels[0], strict=True) if on]))

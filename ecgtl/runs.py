@@ -8,7 +8,7 @@
 | `ecgtl.source`, `ecgtl.target` | short dataset names (`ptbxl`, `g12ec`, a folder name) |
 | `ecgtl.label_set`, `ecgtl.fs`, `ecgtl.fraction`, `ecgtl.seed`, `ecgtl.schedule` | the run's data and training |
 | `ecgtl.leads`, `ecgtl.domain` | the input pipeline (`all12`/`limb6`/`I,II`..., `time`/`fft_abs`...) |
-| `ecgtl.objective` | pretrain runs and their versions: `supervised` or `contrastive` |
+| `ecgtl.objective` | pretrain runs and their versions: the objective (`supervised`, `contrastive`, `cpc`) |
 | `ecgtl.config_hash` | the reuse key of the run's config (`config.reuse_key`) |
 | `ecgtl.axis.<name>` | the value of an ablation axis on a cell's run (`ecgtl.axis.target_fraction` = `0.1`) |
 | `ecgtl.parent` | the ablation or study run a cell or trial belongs to |

@@ -69,6 +69,19 @@ class EcgModel(nn.Module):
         for layer, rate in zip(layers, (dropout / 2, dropout), strict=False):
             layer.p = rate
 
+    def set_rate_scale(self, scale: float) -> None:
+        """Read records whose sampling step is `scale` times the model's: only a continuous-time model can (S4D);
+        a CNN's filters are fixed in samples, so records reach it at its own rate (`rate_policy=resample`)."""
+        if scale != 1.0:
+            from ecgtl.errors import EcgtlError
+
+            raise EcgtlError(f"{self.architecture or type(self).__name__} reads records only at its own rate; "
+                             "use rate_policy=resample (an S4D model can read other rates natively)")
+
+    def for_export(self, input_length: int) -> EcgModel:  # noqa: ARG002 (a state-space model materialises kernels)
+        """The model as exported for windows of `input_length` samples (itself, for a convolutional model)."""
+        return self
+
     def replace_head(self, n_classes: int) -> None:
         """A freshly initialised head for another label set (transfer to a new task)."""
         self.head = concat_pool_head(self.n_features, n_classes)

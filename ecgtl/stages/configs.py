@@ -78,7 +78,7 @@ BOOTSTRAP_HELP = "Bootstrap resamples of the test metrics' confidence intervals.
 @dataclass(frozen=True)
 class PretrainConfig:
     """`objective` names a registered objective. One that uses labels (`supervised`) trains the whole model on
-    the source's labels; a self-supervised one (`contrastive`) trains the encoder without labels, on
+    the source's labels; a self-supervised one (`contrastive`, `cpc`) trains the encoder without labels, on
     `data.spec` and the comma-separated `extra_specs` (read at the same fs and length), then fits the head
     alone on `data.spec`'s labels for `probe_epochs` (none when it has no labels) so the registered model has a
     test report. Options an objective cannot honour are refused by it (`Objective.check_pretraining`)."""
@@ -92,12 +92,15 @@ class PretrainConfig:
     probe_every: int = 1
     probe_epochs: int = 3
     temperature: float = 0.1
+    cpc_segment_s: float = 0.25
+    cpc_steps: int = 4
     fs_augment: str = ""
 
     # The temperature divides cosine similarities: below 1e-3 the loss and its gradients leave any sensible
     # range (1e-30 trained at a loss of 4e28), so the arithmetic stays finite inside this range.
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "probe_every": Range(0, 100_000),
-                                          "probe_epochs": Range(0, 100_000), "temperature": Range(1e-3, 10)}
+                                          "probe_epochs": Range(0, 100_000), "temperature": Range(1e-3, 10),
+                                          "cpc_segment_s": Range(0, 60, low_open=True), "cpc_steps": Range(1, 1000)}
     HELP: ClassVar[dict[str, str]] = {
         "model": "Architecture (ecgtl models list).",
         "n_bootstrap": BOOTSTRAP_HELP,
@@ -106,6 +109,8 @@ class PretrainConfig:
         "probe_every": "Self-supervised: a linear-probe validation macro AUC every k epochs (0: never).",
         "probe_epochs": "Self-supervised: epochs of the head alone on the labels afterwards (0: none).",
         "temperature": "Contrastive: the NT-Xent temperature.",
+        "cpc_segment_s": "CPC: the length of the segments the encoder reads one by one (s).",
+        "cpc_steps": "CPC: how many segments ahead each context predicts.",
         "fs_augment": "LOW,HIGH (Hz): each crop as if recorded at a random rate in that range (supervised, time).",
     }
 
@@ -136,6 +141,9 @@ FinetuneLabelShift = Literal["none", "prior", "em", "reweight"]
 LABEL_SHIFTS: tuple[str, ...] = choices(LabelShift)
 FINETUNE_LABEL_SHIFTS: tuple[str, ...] = choices(FinetuneLabelShift)
 Head = Literal["new", "reuse"]
+# How records at another rate than the model's reach it: brought to its rate by the pipeline's anti-aliased
+# resampling, or read at their own rate by a continuous-time model (S4D) with its step scaled.
+RatePolicy = Literal["resample", "native"]
 Split = Literal["test", "val", "all"]
 SPLIT_CHOICES: tuple[str, ...] = choices(Split)
 
@@ -199,10 +207,13 @@ class EvaluateConfig:
     seed: int = 0
     label_shift: LabelShift = "none"
     explain_examples: int = TrainConfig.explain_examples
+    record_fs: float = 0.0
+    rate_policy: RatePolicy = "resample"
 
     RANGES: ClassVar[dict[str, Range]] = {"n_bootstrap": N_BOOTSTRAP_RANGE, "split_seed": SEED_RANGE,
                                           "seed": SEED_RANGE, "calibration_fraction": Range(0, 1, high_open=True),
-                                          "explain_examples": TrainConfig.RANGES["explain_examples"]}
+                                          "explain_examples": TrainConfig.RANGES["explain_examples"],
+                                          "record_fs": PrepareConfig.RANGES["record_fs"]}
     HELP: ClassVar[dict[str, str]] = {
         "model_uri": "The model to evaluate (any MLflow model URI of an ecgtl model).",
         "spec": "The dataset to evaluate it on (read at the model's rate, with its label set).",
@@ -215,6 +226,9 @@ class EvaluateConfig:
         "seed": "Seed of the calibration part and of the bootstrap.",
         "label_shift": "Move the outputs to the evaluated data's priors: prior (its train split's), em (estimated).",
         "explain_examples": TrainConfig.HELP["explain_examples"],
+        "record_fs": "> 0: read the records at this rate (Hz) first; 0: at the model's rate.",
+        "rate_policy": "Records at another rate than the model's: resample them to it, or (S4D) read them natively "
+                       "with the model's step scaled.",
     }
 
     def validate(self) -> EvaluateConfig:

@@ -1,6 +1,7 @@
 """Evaluate any logged model on any dataset spec (synthetic, PTB-XL, or real CinC folders) and log the report.
 
-Records are prepared at the model's sampling rate with the model's label set (`--label_set` may name another
+Records are prepared at the model's sampling rate (or read at `record_fs` first: resampled to the model's rate, or,
+with `rate_policy=native`, read there by an S4D model with its step scaled) with the model's label set (`--label_set` may name another
 set with the same classes' codes, e.g. evaluate a `cinc2021` model with its own set). Nothing is fitted on the
 records being scored unless asked:
 - by default the calibrator and F1 thresholds stored in the model bundle (fitted on the model's own
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,7 @@ from ecgtl.evaluation.challenge import load_weights
 from ecgtl.evaluation.label_shift import Correction, correction_for
 from ecgtl.evaluation.report import StoredCalibration, check_class_names, evaluate_predictions
 from ecgtl.inference import load_bundle
+from ecgtl.pipeline import InputPipeline
 from ecgtl.stages.common import StageResult, explain_step, split_datasets
 from ecgtl.stages.configs import EvaluateConfig
 
@@ -61,6 +64,21 @@ def _label_shift_correction(config: EvaluateConfig, info, prepared, logits: np.n
     return correction_for("em", source, probabilities=calibrated_probabilities(logits, info.em_calibrator()))
 
 
+def reading(config: EvaluateConfig, model, info) -> tuple[InputPipeline, float, float]:
+    """How the evaluated records reach the model: (its pipeline, the cache's rate, the rate records are first
+    brought to). `record_fs` 0 or the model's rate: the cache reads them at the model's rate. Else `resample`:
+    the cache brings them to `record_fs`, then to the model's rate (as records arriving at that rate); `native`:
+    the cache holds them at `record_fs` and the model reads them there with its step scaled (S4D; a CNN refuses,
+    before anything is read)."""
+    pipeline = info.input_pipeline()
+    if not config.record_fs or config.record_fs == info.fs:
+        return pipeline, info.fs, 0.0
+    if config.rate_policy == "resample":
+        return pipeline, info.fs, config.record_fs
+    model.set_rate_scale(info.fs / config.record_fs)
+    return replace(pipeline, fs=config.record_fs), config.record_fs, 0.0
+
+
 def evaluate(config: EvaluateConfig) -> StageResult:
     config.validate()
     if config.challenge_weights:
@@ -69,12 +87,13 @@ def evaluate(config: EvaluateConfig) -> StageResult:
     with tempfile.TemporaryDirectory() as tmp:
         model, info = load_bundle(tracking.download_model(config.model_uri, Path(tmp)))
     check_class_names(info.classes)
-    prepared = prepare(PrepareConfig(spec=config.spec, fs=info.fs, label_set=info.label_set, split_seed=config.split_seed))
+    pipeline, fs, record_fs = reading(config, model, info)
+    prepared = prepare(PrepareConfig(spec=config.spec, fs=fs, label_set=info.label_set, split_seed=config.split_seed,
+                                     record_fs=record_fs))
     names = ["train", "val", "test"] if config.split == "all" else [config.split]
     parts = [prepared.split(n) for n in names if len(prepared.split(n))]
     if not parts:
         raise EcgtlError(f"{config.spec}: no records in split(s) {', '.join(names)}")
-    pipeline = info.input_pipeline()
     logits = np.concatenate([pipeline.predict_logits(model, p.signals, valid_lengths(p)) for p in parts])
     labels = np.concatenate([p.labels for p in parts])
     ids = [r for p in parts for r in p.index["record_id"]]

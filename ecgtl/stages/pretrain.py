@@ -1,11 +1,11 @@
 """Pretrain a model on the source dataset (default: synthetic PTB-XL, shared18 labels, 100 Hz).
 
 `objective` names a registered objective (`training/objectives/`). One that uses labels (`supervised`) trains
-the whole model on the source's labels. A self-supervised one (`contrastive`) has the encoder learn from
+the whole model on the source's labels. A self-supervised one (`contrastive`, `cpc`) has the encoder learn from
 `data.spec` and `extra_specs` without labels (logged per epoch under its own names: `ssl_loss`,
 `ssl_val_loss`, `val_probe_macro_auc`), then the head alone is fitted on `data.spec`'s labels for
 `probe_epochs` (a linear-probe-style head, so the registered model has a test report and calibration; none
-without labels). Both register `ecgtl-pretrained` with the tag `ecgtl.objective`. `fs_augment` (supervised)
+without labels). All register `ecgtl-pretrained` with the tag `ecgtl.objective`. `fs_augment` (supervised)
 low-passes each training crop as if it had been recorded at a random rate (`training/augment.rate_augment`),
 for models that must read records arriving at lower rates.
 """

@@ -11,7 +11,7 @@ from conftest import use_mlflow_store
 
 from ecgtl.errors import EcgtlError
 from ecgtl.stages.ablation import expand, parse_axes, tasks_of
-from ecgtl.stages.configs import AblationConfig
+from ecgtl.stages.configs import OBJECTIVES, AblationConfig
 
 TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic:g12ec?n=120&seed=0",
             pretrain_epochs=1, finetune_epochs=1, n_bootstrap=20, seeds=2, axes="target_fraction=1,0.5")
@@ -24,8 +24,8 @@ TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic
     ("exp4-calibration", 2 * 2 * 3, 1),
     ("exp5-frequency-domain", 4 * 2 * 3, 4),
     ("leads", 6 * 2 * 3, 6),
-    # 2 objectives x (pretrained, linear_probe) + random_frozen + scratch, x 3 fractions x 3 seeds
-    ("pretraining-objectives", (2 * 2 + 2) * 3 * 3, 2),
+    # each objective x (pretrained, linear_probe) + random_frozen + scratch, x 3 fractions x 3 seeds
+    ("pretraining-objectives", (len(OBJECTIVES) * 2 + 2) * 3 * 3, len(OBJECTIVES)),
     # 4 corrections x 2 fractions pretrained + 2 fractions scratch, x 3 seeds; one pretraining
     ("label-shift", (4 * 2 + 2) * 3, 1),
     # 4 target rates x (2 augmentations pretrained + scratch) x 3 seeds; a pretraining per augmentation
@@ -164,21 +164,21 @@ def test_the_pretraining_objectives_preset_pairs_every_init_with_scratch_and_eac
     config = AblationConfig(preset="pretraining-objectives", **{**TINY, "seeds": 1, "axes": "target_fraction=1"})
     cells = expand(config)
     pretrainings = {c.pretrain.objective for c in cells if c.pretrain}
-    assert pretrainings == {"supervised", "contrastive"}
+    assert pretrainings == set(OBJECTIVES) and {"supervised", "contrastive", "cpc"} <= pretrainings
+    self_supervised = sorted(set(OBJECTIVES) - {"supervised"})
     results = ablation_module.ablation(config)
     frame = results["cells"]
-    assert (frame["status"] == "finished").all() and len(frame) == 6
-    assert sorted(map(str, frame["objective"].fillna("-"))) == ["-", "-", "contrastive", "contrastive",
-                                                                "supervised", "supervised"]
+    assert (frame["status"] == "finished").all() and len(frame) == 2 * len(OBJECTIVES) + 2
+    assert sorted(map(str, frame["objective"].fillna("-"))) == sorted(["-", "-", *OBJECTIVES, *OBJECTIVES])
     assert set(frame["init"]) == {"pretrained", "linear_probe", "random_frozen", "scratch"}
     pairs = results["paired"]
     against_scratch = pairs[pairs["reference"] == "scratch"]
-    assert sorted(zip(against_scratch["init"], against_scratch["objective"].fillna("-"), strict=True)) == [
-        ("linear_probe", "contrastive"), ("linear_probe", "supervised"), ("pretrained", "contrastive"),
-        ("pretrained", "supervised"), ("random_frozen", "-")]
+    assert sorted(zip(against_scratch["init"], against_scratch["objective"].fillna("-"), strict=True)) == sorted(
+        [(init, objective) for init in ("linear_probe", "pretrained") for objective in OBJECTIVES]
+        + [("random_frozen", "-")])
     against_supervised = pairs[pairs["reference"] == "supervised"]
-    assert sorted(zip(against_supervised["init"], against_supervised["objective"], strict=True)) == [
-        ("linear_probe", "contrastive"), ("pretrained", "contrastive")]
+    assert sorted(zip(against_supervised["init"], against_supervised["objective"], strict=True)) == sorted(
+        (init, objective) for init in ("linear_probe", "pretrained") for objective in self_supervised)
     assert pairs["diff"].notna().all()
     assert "## pretraining objectives and baselines" in results["summary"]
     experiment = store.get_experiment_by_name("ablation-test").experiment_id
@@ -187,7 +187,7 @@ def test_the_pretraining_objectives_preset_pairs_every_init_with_scratch_and_eac
     assert {"ablation/cells.csv", "ablation/paired.csv"} <= logged
     objectives = {r.data.tags.get("ecgtl.objective") for r in store.search_runs(
         [experiment], "tags.`ecgtl.stage` = 'pretrain'")}
-    assert objectives == {"supervised", "contrastive"}
+    assert objectives == set(OBJECTIVES)
 
 
 def test_the_open_question_presets_set_what_each_axis_promises():

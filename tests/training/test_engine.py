@@ -1,5 +1,5 @@
 """The one training engine: every feature of the loop works for every registered objective (supervised,
-contrastive) and for a toy third objective that this test registers without touching anything else: mixed
+contrastive, cpc) and for a toy third objective that this test registers without touching anything else: mixed
 precision on the CPU (the autocast dtype seen in the forward pass), patience, checkpoints and bitwise resume,
 every input path to the same weights, the after-epoch hook stopping a run, per-epoch logging under the
 objective's names, a non-finite loss stopping the run; and the loop is the only one in ecgtl/."""
@@ -199,21 +199,23 @@ def test_fit_step_logs_every_epoch_under_the_objectives_names(prepared_tiny, reg
     model = create_model("xresnet1d18", len(prepared_tiny.classes))
     train = prepared_tiny.split("train")
     with tracking.stage_run("fit", {}, {}) as run_id:
-        fit_step(model, objective, FitData.of(prepared_tiny, np.arange(len(train))),
-                 TrainConfig(epochs=2, batch_size=16, lr=3e-3), _pipeline(prepared_tiny), run_id)
+        fitted = fit_step(model, objective, FitData.of(prepared_tiny, np.arange(len(train))),
+                          TrainConfig(epochs=2, batch_size=16, lr=3e-3), _pipeline(prepared_tiny), run_id)
     client = mlflow.MlflowClient()
     metrics = client.get_run(run_id).data.metrics
     for generic in ("train_loss", "val_loss", "epoch_seconds", "trainable_params",
                     *(f"lr_{group}" for group, _ in objective.layer_groups(model))):
         assert [m.step for m in client.get_metric_history(run_id, objective.metric(generic))] == [0, 1], generic
-    assert f"best_{objective.signal}" in metrics and objective.metric("n_train_records") in metrics
+    assert objective.metric("best_epoch") in metrics and objective.metric("n_train_records") in metrics
+    # a signal that was never measured (cpc's probe, off here) is not logged as a number
+    assert (f"best_{objective.signal}" in metrics) == np.isfinite(fitted.best_signal)
     if name != "supervised":  # its own names: a supervised head can be trained and logged in the same run
         assert "train_loss" not in metrics
 
 
 def test_the_toy_objective_is_a_valid_pretrain_objective_once_registered(registered):
     assert PretrainConfig(objective="brier").validate().objective == "brier"
-    with pytest.raises(EcgtlError, match="objective must be one of supervised, contrastive, brier; got 'jepa'"):
+    with pytest.raises(EcgtlError, match="objective must be one of supervised, contrastive, cpc, brier; got 'jepa'"):
         PretrainConfig(objective="jepa").validate()
 
 

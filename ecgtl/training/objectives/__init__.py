@@ -10,7 +10,9 @@ after-epoch hook (logging, pruning) and the stop on a non-finite loss.
 
 Registered objectives (`OBJECTIVES`, the values of `pretrain.objective`):
 - `supervised`: BCE with logits on the labels (optionally weighted per class, optionally rate-augmented);
-- `contrastive`: SimCLR's NT-Xent between two augmented crops of each record, labels unused.
+- `contrastive`: SimCLR's NT-Xent between two augmented crops of each record, labels unused;
+- `cpc`: contrastive predictive coding, InfoNCE of a causal context's guesses of the next segments' encodings.
+The self-supervised ones share their probe and validation (`self_supervised.SelfSupervised`).
 The frozen-encoder baselines are `supervised` under the `frozen` schedule (a policy of the loop).
 
 Add an objective: one module in this folder with a subclass of `Objective`, and one line in `OBJECTIVES`
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 OBJECTIVES: dict[str, str | type[Objective]] = {
     "supervised": "ecgtl.training.objectives.supervised:Supervised",
     "contrastive": "ecgtl.training.objectives.contrastive:Contrastive",
+    "cpc": "ecgtl.training.objectives.cpc:CPC",
 }
 
 

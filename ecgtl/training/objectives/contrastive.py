@@ -10,10 +10,8 @@ trained groups, so it stays as initialised (fine-tuning replaces it anyway); the
 "head" (schedules and discriminative learning rates count from it).
 
 Validation: the same loss on the validation split (views fixed across epochs, BatchNorm in eval mode): the
-signal (lower is better) that picks the best epoch and drives patience. Every `probe_every` epochs (and after
-the last) a linear probe: a logistic regression per class on the frozen encoder's pooled features of (at most
-2 000) labelled training records, scored as macro AUC on the validation records (`val_probe_macro_auc`; NaN
-without labels or between probes).
+signal (lower is better) that picks the best epoch and drives patience; the linear probe of every
+self-supervised objective (`self_supervised.py`) beside it.
 """
 
 from __future__ import annotations
@@ -24,32 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecgtl.data.dataset import valid_lengths
-from ecgtl.errors import EcgtlError
-from ecgtl.evaluation.metrics import per_class_auc
-from ecgtl.models.base import AdaptiveConcatPool1d, EcgModel
+from ecgtl.models.base import EcgModel
 from ecgtl.training.augment import augment
-from ecgtl.training.distributed import gather
-from ecgtl.training.objectives.base import Objective, Validation
+from ecgtl.training.objectives.self_supervised import PooledFeatures, SelfSupervised, encoder_groups
 
 if TYPE_CHECKING:
     from ecgtl.data.cache import SplitData
     from ecgtl.pipeline import InputPipeline
     from ecgtl.training.config import TrainConfig
-
-PROBE_RECORDS = 2000
-VALIDATION_VIEWS_SEED = 12_345  # the validation views are the same at every epoch
-
-
-class PooledFeatures(nn.Module):
-    """The encoder's concat-pooled features [batch, 2 * n_features] (what the head sees first)."""
-
-    def __init__(self, model: EcgModel) -> None:
-        super().__init__()
-        self.model, self.pool = model, AdaptiveConcatPool1d()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.model.features(x))
 
 
 def projection_head(n_features: int, hidden: int = 256, out: int = 128) -> nn.Sequential:
@@ -69,66 +49,24 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
         return nn.functional.cross_entropy(similarity, targets)
 
 
-def encoder_groups(model: EcgModel) -> list[tuple[str, nn.Module]]:
-    """Every layer group but the head: what self-supervised pretraining trains."""
-    return model.layer_groups()[:-1]
-
-
-def linear_probe_auc(model: EcgModel, pipeline: InputPipeline, train: SplitData, rows: np.ndarray, val: SplitData,
-                     seed: int) -> float:
-    """Validation macro AUC of per-class logistic regressions on frozen pooled features (NaN without labels)."""
-    from sklearn.linear_model import LogisticRegression
-
-    if len(rows) < 10 or not train.labels[rows].any() or not val.labels.any():
-        return float("nan")
-    chosen = np.sort(np.random.default_rng(seed).permutation(rows)[:PROBE_RECORDS])
-    features = PooledFeatures(model)
-    train_x = pipeline.predict_logits(features, train.signals[chosen], valid_lengths(train)[chosen])
-    val_x = pipeline.predict_logits(features, val.signals, valid_lengths(val))
-    mean, sd = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
-    train_x, val_x = (train_x - mean) / sd, (val_x - mean) / sd
-    scores = np.zeros(val.labels.shape)
-    fitted = np.zeros(val.labels.shape[1], dtype=bool)
-    for j in range(train.labels.shape[1]):
-        y = train.labels[chosen, j]
-        if 0 < y.sum() < len(y):
-            scores[:, j] = LogisticRegression(C=0.1, max_iter=300).fit(train_x, y).decision_function(val_x)
-            fitted[j] = True
-    aucs = np.where(fitted, per_class_auc(val.labels, scores), np.nan)  # an unfitted class is not a 0.5
-    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
-
-
-class Contrastive(Objective):
-    """NT-Xent at `temperature`; a linear probe on `probe` (split, rows) every `probe_every` epochs (0: never)."""
+class Contrastive(SelfSupervised):
+    """NT-Xent at `temperature` between the projected, pooled features of two augmented views of each record."""
 
     name = "contrastive"
     n_views = 2
-    min_batch = 2  # a record needs other records as negatives
-    uses_labels = False
-    signal = "ssl_val_loss"
-    higher_is_better = False
-    metric_prefix = "ssl_"
-    metric_names = {"train_loss": "ssl_loss", "val_macro_auc": "val_probe_macro_auc",
-                    "n_train_records": "n_ssl_records"}
+    time_domain_because = "augments time signals"
 
     def __init__(self, temperature: float = 0.1, probe_every: int = 1,
                  probe: tuple[SplitData, np.ndarray] | None = None) -> None:
-        self.temperature, self.probe_every, self.probe = temperature, probe_every, probe
-
-    @classmethod
-    def check_pretraining(cls, config) -> None:
-        super().check_pretraining(config)
-        if config.data.domain != "time":
-            raise EcgtlError(f"objective=contrastive augments time signals; data.domain={config.data.domain} is not "
-                             "supported (use time)")
+        super().__init__(probe_every, probe)
+        self.temperature = temperature
 
     @classmethod
     def for_pretraining(cls, config, labelled: tuple[SplitData, np.ndarray]) -> Contrastive:
         return cls(temperature=config.temperature, probe_every=config.probe_every, probe=labelled)
 
     def setup(self, model: EcgModel, pipeline: InputPipeline, config: TrainConfig, device: torch.device) -> None:
-        self.model, self.pipeline, self.device = model, pipeline, device
-        self.batch_size, self.seed = config.batch_size, config.seed
+        super().setup(model, pipeline, config, device)
         self.projection = projection_head(model.n_features).to(device)
 
     def layer_groups(self, model: EcgModel) -> list[tuple[str, nn.Module]]:
@@ -140,36 +78,11 @@ class Contrastive(Objective):
     def network(self, model: EcgModel) -> nn.Module:
         return nn.Sequential(PooledFeatures(model), self.projection)
 
-    def loss(self, network: nn.Module, views: list[torch.Tensor], labels: torch.Tensor,  # noqa: ARG002
-             generator: torch.Generator) -> torch.Tensor:
-        # Under torchrun the negatives are the whole global batch's (`gather`), as in one process.
-        embedded = [gather(network(augment(view, self.pipeline.fs, generator))) for view in views]
-        return nt_xent(embedded[0], embedded[1], self.temperature)
+    def prepare(self, view: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return augment(view, self.pipeline.fs, generator)
 
-    @torch.no_grad()
-    def validate(self, model: EcgModel, val: SplitData, epoch: int, last: bool) -> Validation:
-        loss = self._validation_loss(model, val)
-        probe = float("nan")
-        if self.probe is not None and self.probe_every and ((epoch + 1) % self.probe_every == 0 or last):
-            probe = linear_probe_auc(model, self.pipeline, *self.probe, val, self.seed)
-        return Validation(loss=loss, signal=loss, macro_auc=probe)
-
-    def _validation_loss(self, model: EcgModel, val: SplitData) -> float:
-        """The loss on validation records with fixed views, BatchNorm in eval mode (NaN under 2 records)."""
-        if len(val) < 2:
-            return float("nan")
-        model.eval()
-        self.projection.eval()
-        network = self.network(model)
-        generator = torch.Generator().manual_seed(VALIDATION_VIEWS_SEED)
-        total, batches = 0.0, 0
-        for views, _ in self.pipeline.train_views(val, np.arange(len(val)), self.batch_size, VALIDATION_VIEWS_SEED, 0):
-            if len(views[0]) < 2:
-                continue
-            embedded = [network(augment(view, self.pipeline.fs, generator).to(self.device)) for view in views]
-            total += float(nt_xent(embedded[0], embedded[1], self.temperature))
-            batches += 1
-        return total / max(batches, 1)
+    def batch_loss(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        return nt_xent(outputs[0], outputs[1], self.temperature)
 
     def nonfinite_hint(self, config: TrainConfig) -> str:
         return (f"the temperature {self.temperature:g} is probably too low, or train.lr {config.lr:g} too high; "
