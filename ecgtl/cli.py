@@ -392,9 +392,9 @@ def models_list() -> None:
     """Names, parameter counts and layer groups of every architecture; then registered models and aliases."""
     import os
 
-    from ecgtl.models import MODEL_BUILDERS, count_parameters, create_model
+    from ecgtl.models import architectures, count_parameters, create_model
 
-    for name in MODEL_BUILDERS:
+    for name in architectures():
         model = create_model(name, n_classes=18)
         groups = ", ".join(f"{g} ({count_parameters(m):,})" for g, m in model.layer_groups())
         click.echo(f"{name:<14} {count_parameters(model):>10,} parameters  groups: {groups}")

@@ -98,7 +98,8 @@ def load_bundle(folder: Path) -> tuple[EcgModel, BundleInfo]:
         raise EcgtlError(f"{folder / BUNDLE_JSON}: not a readable ecgtl model description ({exc})"[:400]) from None
     if not (folder / WEIGHTS).is_file():
         raise EcgtlError(f"{folder}: the model bundle has no {WEIGHTS} (an incomplete download or copy?)")
-    model = create_model(info.architecture, len(info.classes), n_leads=info.input_pipeline().n_channels)
+    model = create_model(info.architecture, len(info.classes), n_leads=info.input_pipeline().n_channels,
+                         config=info.extra.get("architecture_config"))
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     return model, info
 

@@ -34,6 +34,19 @@ class ModelFacts:
     thresholds: tuple[float, ...]  # per class; empty when the model has no evaluation report
     primary_calibration: str
     champion_if_first: bool
+    started_from: str = ""  # an imported starting point, with its digest (see `started_from`)
+
+
+def started_from(extra: dict) -> str:
+    """The line naming an imported starting point (a checkpoint file) from a bundle's `extra`, '' for ecgtl's own
+    (their lineage is in the training records)."""
+    if runs.PRETRAINED_DIGEST not in extra:
+        return ""
+    licence = extra.get(runs.PRETRAINED_LICENCE, "")
+    return (f"Started from `{extra.get('pretrained', '')}` ({extra.get(runs.PRETRAINED_LAYOUT, '')} layout, digest "
+            f"`{extra[runs.PRETRAINED_DIGEST]}`). "
+            + (f"**Licence of the starting weights: {licence}** (from their model card); it binds this model too."
+               if licence else "Its metadata names no licence: the licence of its source applies to these weights."))
 
 
 def _number(metrics: dict[str, float], key: str) -> str:
@@ -63,7 +76,8 @@ def render(facts: ModelFacts) -> str:
     """The card as Markdown (MLflow renders a version's description as Markdown)."""
     k = facts.metrics
     lines = [f"# {facts.registered_name}: {facts.architecture} ({facts.stage})", "",
-             f"**Intended use.** {INTENDED_USE}", "", f"Trained in run `{facts.run_id}`.", "", "## Data", "",
+             f"**Intended use.** {INTENDED_USE}", "", f"Trained in run `{facts.run_id}`.", "",
+             *([facts.started_from, ""] if facts.started_from else []), "## Data", "",
              "| context | dataset | records | digest | source |", "|---|---|---|---|---|"]
     for d in facts.datasets:
         lines.append(f"| {d.context} | {d.name} | {d.profile.get('records', '–')} | `{d.digest}` | `{d.spec}` |")

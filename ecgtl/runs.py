@@ -33,6 +33,10 @@ LABEL_SET, FS, FRACTION, SEED, SCHEDULE = "ecgtl.label_set", "ecgtl.fs", "ecgtl.
 LEADS, DOMAIN, OBJECTIVE = "ecgtl.leads", "ecgtl.domain", "ecgtl.objective"
 CONFIG_HASH, PARENT = "ecgtl.config_hash", "ecgtl.parent"
 MODEL_URI, PRETRAINED_URI, ERROR = "ecgtl.model_uri", "ecgtl.pretrained_uri", "ecgtl.error"
+# an imported starting point (`torch:PATH`, `hf:...`): the file's SHA-256 or the snapshot's commit, the layout its
+# weights were read in, the licence its metadata names
+PRETRAINED_DIGEST, PRETRAINED_LAYOUT = "ecgtl.pretrained_digest", "ecgtl.pretrained_layout"
+PRETRAINED_LICENCE = "ecgtl.pretrained_licence"
 CALIBRATION, LEAK = "ecgtl.calibration", "ecgtl.leak"  # evaluate: stored or refit calibration; records seen
 LABEL_SHIFT = "ecgtl.label_shift"
 STUDY, TRIAL_NUMBER, TRIAL_STATE, BEST_RUN_ID = "ecgtl.study", "ecgtl.trial", "ecgtl.trial_state", "ecgtl.best_run_id"
@@ -115,6 +119,26 @@ MODEL_URI_FORMS = ("models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID, 
 # Artifact stores MLflow downloads a model folder from (plain http is not one: MLflow serves artifacts over HTTP
 # as mlflow-artifacts:/ URIs).
 REMOTE_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs", "dbfs", "mlflow-artifacts")
+# Starting points that are not ecgtl models: checkpoint files of a known layout, Hugging Face models
+# (models/imported.py reads them)
+IMPORTED_SCHEMES = ("torch", "hf")
+
+
+def is_imported_uri(uri: str) -> bool:
+    """Whether a starting point names an encoder from elsewhere (`torch:PATH`, `hf:...`), not an ecgtl model."""
+    return ":" in str(uri) and str(uri).partition(":")[0] in IMPORTED_SCHEMES
+
+
+def check_starting_point(uri: str) -> None:
+    """The form of a fine-tuning's `pretrained`: an ecgtl model URI, `torch:PATH` or `hf:...` (looked at later,
+    still before any data are read)."""
+    from ecgtl.errors import EcgtlError
+
+    if is_imported_uri(uri):
+        if not str(uri).partition(":")[2].strip():
+            raise EcgtlError(f"{uri!r}: names nothing (torch:PATH, hf:ORG/NAME[@REVISION] or hf:FOLDER)")
+        return
+    check_model_uri(uri)
 
 
 def check_model_uri(uri: str) -> None:

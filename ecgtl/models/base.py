@@ -82,6 +82,11 @@ class EcgModel(nn.Module):
         """The model as exported for windows of `input_length` samples (itself, for a convolutional model)."""
         return self
 
+    def architecture_config(self) -> dict | None:
+        """What rebuilding this model needs besides its architecture's name (an imported model's configuration,
+        kept in its bundle); None for the registered architectures."""
+        return None
+
     def replace_head(self, n_classes: int) -> None:
         """A freshly initialised head for another label set (transfer to a new task)."""
         self.head = concat_pool_head(self.n_features, n_classes)

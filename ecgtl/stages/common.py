@@ -317,7 +317,9 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
         calibrator=report.calibrators[report.primary_calibration].to_dict() if report is not None else None,
         posterior_calibrator=report.calibrators[EM_CALIBRATION].to_dict()
         if report is not None and EM_CALIBRATION in report.calibrators else None,
-        thresholds=report.thresholds.tolist() if report is not None else None, extra=run.extra,
+        thresholds=report.thresholds.tolist() if report is not None else None,
+        extra={**run.extra, **({"architecture_config": model.architecture_config()}
+                               if model.architecture_config() is not None else {})},
         training=[t.to_dict() for t in [*run.inherited, *trained_on]],
         train_priors=train.labels[np.sort(rows)].mean(axis=0).tolist() if len(rows) else None,
     )
@@ -346,7 +348,8 @@ def publish_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRep
             datasets=tuple(datasets), metrics=report.metrics if report else {},
             thresholds=tuple(float(v) for v in report.thresholds) if report else (),
             primary_calibration=report.primary_calibration if report else "none",
-            champion_if_first=registration.champion_if_first if registration else True))
+            champion_if_first=registration.champion_if_first if registration else True,
+            started_from=model_card.started_from(run.extra)))
         tracking.log_text(card, model_card.CARD_FILE)
         version = None
         if registration is not None:

@@ -14,7 +14,7 @@ from ecgtl.data.prepare_config import DEFAULT_SOURCE, DEFAULT_TARGET, PrepareCon
 from ecgtl.data.spec import parse_spec
 from ecgtl.errors import EcgtlError
 from ecgtl.inputs import DOMAINS, FS_RANGE, Domain, InputContract, Scaling, parse_leads
-from ecgtl.runs import check_model_uri
+from ecgtl.runs import check_model_uri, check_starting_point, is_imported_uri
 from ecgtl.training.config import TrainConfig
 from ecgtl.training.objectives import OBJECTIVES as OBJECTIVE_REGISTRY
 
@@ -174,7 +174,8 @@ class FinetuneConfig:
     HELP: ClassVar[dict[str, str]] = {
         "init": "Where the weights start: pretrained, scratch, linear_probe (pretrained encoder frozen), "
                 "random_frozen (random encoder frozen).",
-        "pretrained": "Model URI of the pretrained model (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model).",
+        "pretrained": "The starting point: an ecgtl model URI (models:/NAME@ALIAS, models:/NAME/VERSION, "
+                      "runs:/ID/model) or torch:PATH, a checkpoint file of a known layout.",
         "model": "Architecture; empty: the pretrained model's (init=pretrained) or xresnet1d50 (scratch).",
         "head": "new: a fresh head (always when the classes differ); reuse: the pretrained model's head.",
         "n_bootstrap": BOOTSTRAP_HELP,
@@ -185,9 +186,11 @@ class FinetuneConfig:
     def validate(self) -> FinetuneConfig:
         check_options(self)
         if self.init in PRETRAINED_INITS:
-            check_model_uri(self.pretrained)
+            check_starting_point(self.pretrained)
         if self.label_shift != "none" and self.init not in PRETRAINED_INITS:
             raise EcgtlError(f"label_shift corrects a pretrained model's source priors; init={self.init} has none")
+        if self.init in PRETRAINED_INITS and self.head == "reuse" and is_imported_uri(self.pretrained):
+            raise EcgtlError(f"{self.pretrained}: an imported encoder has no head for these classes; use head=new")
         if self.label_shift in ("prior", "em") and self.head != "reuse":
             raise EcgtlError(f"label_shift={self.label_shift} moves the pretrained head's bias: it needs head=reuse "
                              "(a new head already starts at the target's priors)")

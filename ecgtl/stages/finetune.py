@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ from ecgtl.evaluation.report import prior_metrics
 from ecgtl.inference import BundleInfo, load_bundle
 from ecgtl.inputs import input_mismatch, parse_leads
 from ecgtl.models import create_model
+from ecgtl.models.imported import encoder_for, imported_contract
+from ecgtl.runs import is_imported_uri
 from ecgtl.stages.common import (
     FitData,
     Registration,
@@ -96,10 +98,19 @@ def _check_pipeline_matches(info, data: DataConfig, uri: str) -> None:
 
 
 def check_pretrained(config: FinetuneConfig) -> None:
-    """The pretrained model a run names exists (the default may not: it is pretrained first), checked before any
-    data are prepared or a run is opened."""
+    """The pretrained model a run names exists (the default may not: it is pretrained first), and an imported
+    encoder's file reads and was trained for the run's input, checked before any data are prepared or a run is
+    opened."""
     uri = config.pretrained
-    if config.init in PRETRAINED_INITS and uri != DEFAULT_PRETRAINED and not tracking.model_exists(uri):
+    if config.init not in PRETRAINED_INITS:
+        return
+    if is_imported_uri(uri):
+        problem = imported_contract(uri).problem(config.data.fs, parse_leads(config.data.leads), config.data.domain,
+                                                 config.train.crop_s)
+        if problem:
+            raise EcgtlError(f"{uri} {problem}")
+        return
+    if uri != DEFAULT_PRETRAINED and not tracking.model_exists(uri):
         raise EcgtlError(f"{uri}: no such model in {tracking.tracking_uri()}")
 
 
@@ -113,7 +124,8 @@ class StartingPoint:
     inherited: list
     pretrained_uri: str
     source: str
-    info: BundleInfo | None = None  # the pretrained bundle's description (None from scratch)
+    info: BundleInfo | None = None  # the pretrained bundle's description (None from scratch or an imported file)
+    lineage: dict[str, str] = field(default_factory=dict)  # tags naming an imported source (its digest, layout)
 
 
 def starting_point(config: FinetuneConfig, prepared, folder: Path,
@@ -126,6 +138,8 @@ def starting_point(config: FinetuneConfig, prepared, folder: Path,
         model = create_model(architecture, len(prepared.classes), n_leads=len(parse_leads(config.data.leads)))
         return StartingPoint(model, architecture, True, [], "", "none")
     uri = config.pretrained
+    if is_imported_uri(uri):
+        return imported_start(config, prepared)
     if not tracking.model_exists(uri):
         if uri != DEFAULT_PRETRAINED:
             raise EcgtlError(f"{uri}: no such model in {tracking.tracking_uri()}")
@@ -144,6 +158,22 @@ def starting_point(config: FinetuneConfig, prepared, folder: Path,
     source = parse_spec(info.extra["spec"]).short_name if info.extra.get("spec") else "unknown"
     return StartingPoint(model, info.architecture, new_head, [TrainingRecords.from_dict(t) for t in info.training],
                          uri, source, info)
+
+
+def imported_start(config: FinetuneConfig, prepared) -> StartingPoint:
+    """An encoder from elsewhere (`torch:PATH`, `hf:...`; models/imported.py) with a new head, seeded like every
+    new head; its digest, layout and licence go on the run, the bundle and the registered version."""
+    torch.manual_seed(config.train.seed)
+    encoder = encoder_for(config.pretrained, len(prepared.classes), len(parse_leads(config.data.leads)))
+    if config.model and config.model != encoder.architecture:
+        raise EcgtlError(f"model={config.model} but {config.pretrained} holds a {encoder.architecture}; "
+                         "leave model empty to fine-tune the imported architecture")
+    lineage = {runs.PRETRAINED_DIGEST: encoder.digest, runs.PRETRAINED_LAYOUT: encoder.layout,
+               **({runs.PRETRAINED_LICENCE: encoder.licence} if encoder.licence else {})}
+    scheme, _, reference = encoder.source.partition(":")
+    short = reference if scheme == "hf" and not Path(reference).is_dir() else Path(reference).name
+    return StartingPoint(encoder.model, encoder.architecture, True, [], encoder.source, f"{scheme}:{short}",
+                         lineage=lineage)
 
 
 @dataclass
@@ -200,7 +230,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
                                system_metrics=config.train.system_metrics, parent_run_id=parent_run_id) as run_id:
         start = starting_point(config, prepared, Path(tmp), fallback_pretrain)
         if config.init in PRETRAINED_INITS:
-            tracking.set_tags({runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,
+            tracking.set_tags({**start.lineage, runs.SOURCE: start.source, runs.PRETRAINED_URI: start.pretrained_uri,
                                runs.MLFLOW_RUN_NAME: run_name(stage, start.architecture, config.data, config.train.seed,
                                                               axes)})
         plan = label_shift_plan(config, start, prepared, rows)
@@ -211,7 +241,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
             tracking.log_epoch(0, prior_metrics("train", prepared.classes, plan.correction))
         model = start.model
         run = TrainingRun(prepared, rows, config.data, stage, run_id, start.inherited,
-                          extra={"spec": config.data.spec, "pretrained": start.pretrained_uri})
+                          extra={"spec": config.data.spec, "pretrained": start.pretrained_uri, **start.lineage})
         datasets = log_inputs(run)
         with timing.phase(stage):
             pipeline = fit_pipeline(config.data, train, prepared, rows)
@@ -224,7 +254,7 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
         report = evaluate_step(model, pipeline, prepared, config.n_bootstrap, train.seed)
         if report is not None and train.explain_examples:
             explain_step(model, pipeline, prepared.split("test"), prepared.classes, train.explain_examples)
-        registration = Registration(REGISTERED[config.init], champion_if_first) if register else None
+        registration = Registration(REGISTERED[config.init], champion_if_first, dict(start.lineage)) if register else None
         result = publish_step(model, pipeline, report, run, datasets, registration)
         if not nested and parent_run_id is None:
             report_timing()
