@@ -44,6 +44,7 @@ from ecgtl.errors import EcgtlError
 from ecgtl.files import load_yaml
 from ecgtl.inputs import leads_label, parse_leads
 from ecgtl.redaction import redact
+from ecgtl.runs import check_starting_point, is_imported_uri
 from ecgtl.stages.common import StageResult, refuse_torchrun
 from ecgtl.stages.configs import (
     AXES,
@@ -52,6 +53,7 @@ from ecgtl.stages.configs import (
     FS_AUGMENT_OFF,
     INITS,
     OPTIONAL_AXES,
+    OWN_PRETRAINING,
     PRESETS,
     PRETRAINED_INITS,
     SOURCE_AXES,
@@ -89,6 +91,12 @@ def _axis_value(axis: str, text: str):
         return text
     if axis == "leads":
         return leads_label(parse_leads(text))
+    if axis == "starting_point":
+        if text != OWN_PRETRAINING:
+            if not is_imported_uri(text):
+                raise EcgtlError(f"axis starting_point: {text!r} is neither {OWN_PRETRAINING} nor torch:PATH or hf:...")
+            check_starting_point(text)
+        return text
     config_class, name = AXIS_FIELDS[axis]
     try:
         value = getattr(build(config_class, {name: text}), name)
@@ -102,7 +110,7 @@ def _axis_value(axis: str, text: str):
 
 
 # Axes whose values hold commas themselves (lead lists, rate ranges, specs): their values are separated by `|`.
-BAR_SEPARATED = ("leads", "fs_augment", "source", "target")
+BAR_SEPARATED = ("leads", "fs_augment", "source", "target", "starting_point")
 _SPEC_START = re.compile(r",\s*(?=(?:synthetic|ptbxl|cinc):)")
 
 
@@ -170,6 +178,10 @@ def grids(config: AblationConfig) -> list[dict[str, tuple]]:
             if not specs:
                 raise EcgtlError(f"{axis}s {text!r}: names no dataset spec")
             overrides[axis] = specs
+    if config.starting_points:
+        parts = config.starting_points.split("|" if "|" in config.starting_points else ",")
+        overrides["starting_point"] = tuple(dict.fromkeys(_axis_value("starting_point", p.strip())
+                                                          for p in parts if p.strip()))
     if config.preset == "transfer-matrix":
         size = config.sizing()
         for axis, specs in (("source", (size.source, other_dataset(size.target))),
@@ -212,7 +224,7 @@ def expand(config: AblationConfig) -> list[Cell]:
             axes = dict(zip(AXES, combination, strict=True))
             if axes["init"] not in PRETRAINED_INITS:
                 axes.update({axis: None for axis in ("source", "source_fraction", "objective", "fs_augment",
-                                                     "label_shift")})
+                                                     "label_shift", "starting_point")})
             key = json.dumps(axes, sort_keys=True, default=str)
             if key not in cells:
                 cells[key] = _cell(axes, size)
@@ -224,7 +236,8 @@ def _cell(axes: dict, size: Sizing) -> Cell:
     fs, leads, domain = float(axes["fs"]), axes["leads"], axes["domain"]
     inputs = {"fs": fs, "leads": leads, "domain": domain, "label_set": size.label_set, "scaling": size.scaling}
     pre = None
-    if axes["init"] in PRETRAINED_INITS:
+    imported = axes.get("starting_point") not in (None, OWN_PRETRAINING)
+    if axes["init"] in PRETRAINED_INITS and not imported:
         base = PretrainConfig()
         augment = axes.get("fs_augment")
         pre = replace(base, data=replace(base.data, spec=_source_spec(axes.get("source") or size.source, fs),
@@ -239,7 +252,8 @@ def _cell(axes: dict, size: Sizing) -> Cell:
     tuned = replace(base, data=replace(base.data, spec=axes.get("target") or size.target,
                                        fraction=float(axes["target_fraction"]), record_fs=axes.get("target_fs") or 0.0,
                                        **inputs),
-                    init=axes["init"], pretrained="", model=size.model, label_shift=shift or base.label_shift,
+                    init=axes["init"], pretrained=axes["starting_point"] if imported else "",
+                    model="" if imported else size.model, label_shift=shift or base.label_shift,
                     head="reuse" if shift is not None else base.head,
                     train=replace(base.train, epochs=size.finetune_epochs, batch_size=size.batch_size,
                                   seed=int(axes["seed"]), explain_examples=0), n_bootstrap=size.n_bootstrap)

@@ -34,7 +34,7 @@ from ecgtl.evaluation.metrics import bootstrap_over_seeds
 from ecgtl.plotting import figures_to_html, save_figure
 from ecgtl.stages import ablation_questions as questions
 from ecgtl.stages.ablation_pairs import TARGET_KEYS, gain_text, has_axis, mean_sd, paired_rows
-from ecgtl.stages.configs import AXES, FS_AUGMENT_OFF, PRETRAINED_INITS, SOURCE_AXES
+from ecgtl.stages.configs import AXES, FS_AUGMENT_OFF, OWN_PRETRAINING, PRETRAINED_INITS, SOURCE_AXES
 from ecgtl.stages.reuse import finished_run, pretrained_uri
 
 NUMERIC_AXES = ("target_fraction", "source_fraction", "fs", "target_fs")
@@ -118,7 +118,8 @@ def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataF
     """Paired differences on the same test records (same data, split, seed), averaged over seeds with a CI that
     resamples seeds and records: every init against `scratch` (`reference` = scratch), and, where objectives
     vary, each self-supervised objective against supervised pretraining at the same init (`reference` =
-    supervised). Columns: the cell's axes, init, reference, n_seeds, diff, diff_ci_low/high, p_value."""
+    supervised), and where starting points vary, each imported encoder against the cell's own pretraining
+    (`reference` = ecgtl). Columns: the cell's axes, init, reference, n_seeds, diff, diff_ci_low/high, p_value."""
     done = frame[frame["status"] == "finished"]
     if done.empty or "scratch" not in set(done["init"]):
         return pd.DataFrame()
@@ -141,11 +142,20 @@ def paired(frame: pd.DataFrame, predictions: dict, n_resamples: int) -> pd.DataF
             rows += [{**row, "objective": objective} for row in paired_rows(
                 part, supervised, match, match, predictions, n_resamples,
                 {"reference": "supervised"})]
+    if has_axis(done, "starting_point") and done["starting_point"].dropna().nunique() > 1:
+        pretrained = done[done["init"].isin(PRETRAINED_INITS)]
+        match = [*target_keys, "init"]
+        own = pretrained[pretrained["starting_point"] == OWN_PRETRAINING].set_index([*match, "seed"])["run_id"]
+        for start in [p for p in dict.fromkeys(pretrained["starting_point"]) if p != OWN_PRETRAINING]:
+            part = pretrained[pretrained["starting_point"] == start]
+            rows += [{**row, "starting_point": start} for row in paired_rows(
+                part, own, match, match, predictions, n_resamples, {"reference": OWN_PRETRAINING})]
     return pd.DataFrame(rows)
 
 
 # Axis values the seed study's comparison keeps (the others are compared with them in ablation_questions.py).
-CLASSIC_VALUES = {"objective": "supervised", "label_shift": "none", "fs_augment": FS_AUGMENT_OFF}
+CLASSIC_VALUES = {"objective": "supervised", "label_shift": "none", "fs_augment": FS_AUGMENT_OFF,
+                  "starting_point": OWN_PRETRAINING}
 
 
 def classic_view(frame: pd.DataFrame) -> pd.DataFrame:

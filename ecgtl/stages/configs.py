@@ -279,8 +279,11 @@ class PromoteConfig:
 
 
 AXES = ("source", "target", "target_fraction", "source_fraction", "fs", "target_fs", "domain", "leads", "objective",
-        "fs_augment", "label_shift", "init", "seed")
-SOURCE_AXES = ("source", "source_fraction", "fs", "domain", "leads", "objective", "fs_augment")
+        "fs_augment", "label_shift", "starting_point", "init", "seed")
+SOURCE_AXES = ("source", "source_fraction", "fs", "domain", "leads", "objective", "fs_augment", "starting_point")
+# `starting_point`: where pretrained cells start: `ecgtl` (the cell's own pretraining on the source) or an imported
+# encoder (`torch:PATH`, `hf:...`), fine-tuned as it is (no pretraining task).
+OWN_PRETRAINING = "ecgtl"
 INITS = ("pretrained", "scratch")  # the default init axis; any of REGISTERED (linear_probe, ...) on request
 AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "domain": "time", "leads": "all12",
                  "objective": "supervised"}
@@ -288,7 +291,7 @@ AXIS_DEFAULTS = {"target_fraction": 1.0, "source_fraction": 1.0, "fs": 100.0, "d
 # `target`: dataset specs; `target_fs`: the rate target records arrive at (`data.record_fs`); `fs_augment`:
 # `off` or `LOW,HIGH` (`pretrain.fs_augment`); `label_shift`: `finetune.label_shift` (pretrained cells reuse
 # the source head where it is named, so that the source priors are there to correct).
-OPTIONAL_AXES = ("source", "target", "target_fs", "fs_augment", "label_shift")
+OPTIONAL_AXES = ("source", "target", "target_fs", "fs_augment", "label_shift", "starting_point")
 FS_AUGMENT_OFF = "off"
 
 PRESETS: dict[str, dict[str, tuple]] = {
@@ -306,6 +309,8 @@ EXTRA_PRESETS: dict[str, dict[str, tuple]] = {
                         "fs_augment": (FS_AUGMENT_OFF, "50,500")},
     # every source -> target pair: `--sources` and `--targets` name them (default: the sizing's, two of each)
     "transfer-matrix": {},
+    # where fine-tuning starts: ecgtl's own pretraining and the encoders `--starting_points` names, vs scratch
+    "sources": {"starting_point": (OWN_PRETRAINING,), "target_fraction": (1.0, 0.25, 0.1)},
     "pretraining-objectives": {"objective": OBJECTIVES, "init": ("pretrained", "linear_probe", "random_frozen",
                                                                   "scratch"),
                                "target_fraction": (1.0, 0.25, 0.1)},
@@ -355,6 +360,7 @@ class AblationConfig:
     study_name: str = ""
     sources: str = ""
     targets: str = ""
+    starting_points: str = ""
 
     RANGES: ClassVar[dict[str, Range]] = {
         "seeds": Range(1, 1000), "jobs": Range(1, 1024), "pretrain_epochs": Range(0, 100_000),
@@ -379,6 +385,8 @@ class AblationConfig:
         "study_name": "The queue's name on a shared storage (other workers join it with ablation-worker).",
         "sources": "The source axis: dataset specs separated by commas or | (transfer-matrix).",
         "targets": "The target axis: dataset specs separated by commas or | (transfer-matrix).",
+        "starting_points": "Where pretrained cells start, separated by | or commas: ecgtl (the cell's own "
+                           "pretraining), torch:PATH, hf:ORG/NAME (the sources preset).",
     }
 
     def validate(self) -> AblationConfig:

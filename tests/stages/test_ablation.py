@@ -32,6 +32,8 @@ TINY = dict(quick=True, source="synthetic:ptbxl?n=120&seed=0", target="synthetic
     ("exp3-rate-shift", 4 * 3 * 3, 2),
     # 2 sources x 2 targets pretrained + 2 targets scratch, x 3 seeds; a pretraining per source
     ("transfer-matrix", (2 * 2 + 2) * 3, 2),
+    # ecgtl's own pretraining (no --starting_points) + scratch, x 3 fractions x 3 seeds
+    ("sources", (1 + 1) * 3 * 3, 1),
 ])
 def test_presets_expand_to_the_study_grids(preset, cells, pretrainings):
     expanded = expand(AblationConfig(preset=preset, quick=True))
@@ -214,3 +216,28 @@ def test_the_open_question_presets_set_what_each_axis_promises():
                          ("fs_augment=500,50", "fs_augment"), ("source=nosuch:x", "not a dataset spec")):
         with pytest.raises(EcgtlError, match=message):
             parse_axes(bad)
+
+
+def test_the_sources_preset_pairs_an_imported_encoder_with_scratch_and_with_the_own_pretraining(store, tmp_path):
+    import torch
+
+    import ecgtl.stages.ablation as ablation_module
+    from ecgtl.models import create_model
+
+    torch.manual_seed(1)
+    checkpoint = tmp_path / "encoder.pt"
+    torch.save(create_model("xresnet1d18", 18).state_dict(), checkpoint)
+    config = AblationConfig(preset="sources", **{**TINY, "seeds": 1, "axes": "target_fraction=1"},
+                            starting_points=f"ecgtl|torch:{checkpoint}")
+    cells = expand(config)
+    imported = [c for c in cells if c.axes["starting_point"] == f"torch:{checkpoint}"]
+    assert len(cells) == 3 and len(imported) == 1 and imported[0].pretrain is None
+    assert sum(t["kind"] == "pretrain" for t in tasks_of(cells)) == 1  # only ecgtl's own
+    results = ablation_module.ablation(config)
+    assert (results["cells"]["status"] == "finished").all()
+    pairs = results["paired"]
+    assert sorted(zip(pairs["reference"], pairs["starting_point"].fillna("-"), strict=True)) == [
+        ("ecgtl", f"torch:{checkpoint}"), ("scratch", "ecgtl"), ("scratch", f"torch:{checkpoint}")]
+    assert pairs["diff"].notna().all()
+    with pytest.raises(EcgtlError, match="axis starting_point: 'models:/x' is neither ecgtl nor torch:PATH or hf:"):
+        expand(AblationConfig(preset="sources", quick=True, starting_points="models:/x"))
