@@ -132,11 +132,16 @@ def is_imported_uri(uri: str) -> bool:
 def check_starting_point(uri: str) -> None:
     """The form of a fine-tuning's `pretrained`: an ecgtl model URI, `torch:PATH` or `hf:...` (looked at later,
     still before any data are read)."""
+    from pathlib import Path
+
     from ecgtl.errors import EcgtlError
 
     if is_imported_uri(uri):
-        if not str(uri).partition(":")[2].strip():
+        scheme, _, reference = str(uri).partition(":")
+        if not reference.strip():
             raise EcgtlError(f"{uri!r}: names nothing (torch:PATH, hf:ORG/NAME[@REVISION] or hf:FOLDER)")
+        if scheme == "torch" and not Path(reference).expanduser().is_file():
+            raise EcgtlError(f"{uri}: no such checkpoint file")
         return
     check_model_uri(uri)
 

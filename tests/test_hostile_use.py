@@ -57,8 +57,9 @@ def test_a_folder_that_is_not_a_model_is_refused_before_anything_is_copied(tmp_p
     (["export", "models:/", "--out", "x"], "'models:/': not a model URI"),
     (["export", "models:/NAME@", "--out", "x"], "'models:/NAME@': not a model URI"),
     (["evaluate", "--model_uri", "http://127.0.0.1:1/x"], "unknown scheme 'http:'"),
-    (["finetune", "--pretrained", "hf:org/ecg-encoder"], "unknown scheme 'hf:'"),
-    (["finetune", "--pretrained", "torch:weights.pt"], "unknown scheme 'torch:'"),
+    (["finetune", "--pretrained", "hf:"], "'hf:': names nothing (torch:PATH, hf:ORG/NAME"),
+    (["finetune", "--pretrained", "torch:weights.pt"], "torch:weights.pt: no such checkpoint file"),
+    (["evaluate", "--model_uri", "torch:weights.pt"], "unknown scheme 'torch:'"),  # only fine-tuning imports
     (["predict", ".", "--model", "runs:/"], "a runs:/ URI names a run and a path"),
 ])
 def test_malformed_model_uris_are_one_line_before_any_work(tmp_path, monkeypatch, no_download, args, message):

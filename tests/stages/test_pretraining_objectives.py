@@ -1,6 +1,6 @@
 """Self-supervised pretraining through the stages: a contrastive encoder learnt on a labelled spec plus an
 unlabelled CinC folder (no #Dx), registered with its objective; fine-tuned with every schedule; the frozen
-baselines; an unlabelled source alone; a CPC-pretrained S4D encoder registered and fine-tuned."""
+baselines; an unlabelled source alone."""
 
 from __future__ import annotations
 
@@ -54,23 +54,6 @@ def test_a_contrastive_pretraining_uses_unlabelled_records_and_is_registered_wit
     assert "val_probe_macro_auc" in run.data.metrics and "test_macro_auc" in run.data.metrics
     version = client.get_model_version_by_alias("ecgtl-pretrained", "champion")
     assert version.tags["ecgtl.objective"] == "contrastive"
-
-
-def test_a_cpc_pretraining_of_an_s4d_encoder_is_logged_registered_and_fine_tuned(tmp_path, monkeypatch):
-    import mlflow
-
-    use_mlflow_store(monkeypatch, tmp_path, "cpc-test", cache=True)
-    result = pretrain(replace(_contrastive(), model="s4d_small", objective="cpc", cpc_segment_s=0.5, cpc_steps=2))
-    client = mlflow.MlflowClient()
-    run = client.get_run(result.run_id)
-    assert run.data.tags["ecgtl.objective"] == "cpc" and run.data.params["cpc_steps"] == "2"
-    assert [m.step for m in client.get_metric_history(result.run_id, "ssl_loss")] == [0, 1]
-    assert "val_probe_macro_auc" in run.data.metrics and "test_macro_auc" in run.data.metrics
-    assert client.get_model_version_by_alias("ecgtl-pretrained", "champion").tags["ecgtl.objective"] == "cpc"
-    tuned = finetune(FinetuneConfig(data=DataConfig(spec=TARGET), pretrained=result.model_uri,
-                                    train=TrainConfig(epochs=2, batch_size=16, schedule="gradual"), n_bootstrap=20),
-                     register=False)
-    assert 0 <= tuned.metrics["test_macro_auc"] <= 1
 
 
 def test_the_extra_specs_records_are_dataset_inputs_and_in_the_bundles_training_records(store, tmp_path):
