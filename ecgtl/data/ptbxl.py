@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,9 @@ def _parse_scp_codes(text: str, path: Path, ecg_id: object) -> tuple[str, ...]:
 
 @dataclass
 class PtbxlSource(RecordSource):
-    """Native PTB-XL. `fs` picks the 100 Hz (`filename_lr`) or 500 Hz (`filename_hr`) files."""
+    """Native PTB-XL. `fs` picks the 100 Hz (`filename_lr`) or 500 Hz (`filename_hr`) files; above 100 Hz, a
+    folder without any 500 Hz file (a subset shipped at 100 Hz) is read from its 100 Hz files, which the cache
+    then resamples (said once on stderr; the cache's `fs_original` keeps 100)."""
 
     fs: float = 100
 
@@ -67,6 +70,11 @@ class PtbxlSource(RecordSource):
         if missing:
             raise DatasetError(f"{self.database_path}: missing columns {', '.join(sorted(missing))}")
         column = "filename_lr" if self.fs <= 100 else "filename_hr"
+        if column == "filename_hr" and not any((self.root / f"{name}.hea").exists()
+                                               for name in database[column] if isinstance(name, str)):
+            column = "filename_lr"
+            print(f"{self.root}: no 500 Hz files ({database['filename_hr'].iloc[0] if len(database) else ''}.hea …); "
+                  f"reading the 100 Hz files, resampled to {self.fs:g} Hz", file=sys.stderr)
         folds = pd.to_numeric(database["strat_fold"], errors="coerce")
         usable = np.ones(len(database), dtype=bool)
         resolved_root = self.root.resolve()

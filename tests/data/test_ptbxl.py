@@ -55,3 +55,17 @@ def test_record_path_outside_the_dataset_folder_is_not_read(tmp_path):
     source = PtbxlSource(root)
     assert "4" not in set(source.index["record_id"])
     assert any(p.record_id == "4" and "lies outside the dataset folder" in p.reason for p in source.problems)
+
+
+def test_a_folder_shipped_at_100_hz_is_read_from_its_100_hz_files_above_100_hz(tmp_path, monkeypatch, capsys):
+    """A subset without records500/ (the shared real one is such) prepared at 250 Hz: the 100 Hz files, resampled,
+    said once; a folder with 500 Hz files keeps reading those."""
+    import shutil
+
+    monkeypatch.setenv("ECGTL_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_ptbxl(tmp_path / "ptbxl", n=20)
+    shutil.rmtree(root / "records500", ignore_errors=True)
+    prepared = prepare(PrepareConfig(spec=f"ptbxl:{root}", fs=250, label_set="ptbxl-superdiagnostic"), progress=False)
+    assert sum(len(prepared.split(n)) for n in ("train", "val", "test")) == 20
+    assert set(prepared.index["fs_original"]) == {100.0} and prepared.split("train").signals.shape[-1] == 2500
+    assert "no 500 Hz files" in capsys.readouterr().err
