@@ -553,7 +553,13 @@ def find_finished_run(stage: str, key: str) -> str | None:
     import mlflow
 
     active = mlflow.active_run()
-    experiments = [active.info.experiment_id] if active else None
+    if active:
+        experiments = [active.info.experiment_id]
+    else:  # the experiment `configure` would choose (MLflow's own default is `Default`, where no stage logs)
+        chosen = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        if chosen is None:
+            return None
+        experiments = [chosen.experiment_id]
     found = mlflow.search_runs(experiment_ids=experiments,
                                filter_string=f"tags.`{runs.STAGE}` = '{stage}' and tags.`{runs.CONFIG_HASH}` = '{key}' "
                                              "and attributes.status = 'FINISHED'",

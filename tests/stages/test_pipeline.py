@@ -122,6 +122,31 @@ def test_main_reuses_finished_steps(store):
     assert again["fine-tuned"].run_id == first["fine-tuned"].run_id
 
 
+def test_a_fresh_process_finds_a_finished_run_to_reuse_before_anything_chose_the_experiment(store):
+    """A benchmark or script that calls `reuse_or_run` first, without MLFLOW_EXPERIMENT_NAME: MLflow's own current
+    experiment is then `Default`, where no stage logs; the search must look where `configure` puts runs (`ecgtl`)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ecgtl.config import flatten
+
+    client = store["client"]
+    experiment = client.get_experiment_by_name("pipeline-test").experiment_id
+    client.rename_experiment(experiment, "ecgtl")  # this test's own copy of the store
+    found = client.search_runs([experiment], "tags.`ecgtl.stage` = 'pretrain'")
+    script = ("import json, sys; from ecgtl.config import build; from ecgtl.stages.configs import PretrainConfig; "
+              "from ecgtl.stages.reuse import finished_run; "
+              "print(finished_run('pretrain', build(PretrainConfig, json.loads(sys.argv[1]))))")
+    # MLflow's current experiment is another one (in a fresh sqlite store, `Default`)
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_EXPERIMENT_NAME"},
+           "MLFLOW_EXPERIMENT_ID": client.create_experiment("elsewhere")}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(flatten(tiny_pretrain()))], env=env,
+                          capture_output=True, text=True, check=True, cwd=store["folder"])
+    assert done.stdout.strip() == found[0].info.run_id
+
+
 def test_evaluate_any_model_on_real_cinc_files(store, shared_samples):
     from ecgtl.stages.configs import EvaluateConfig
     from ecgtl.stages.evaluate import evaluate
