@@ -43,7 +43,7 @@ from ecgtl.paths import cache_root
 from ecgtl.progress import map_chunks
 
 # Bump when the cache's content for the same inputs would change (resampling, cropping, layout).
-CACHE_FORMAT_VERSION = "2"  # 2: CinC #Dx abbreviations mapped to SNOMED-CT
+CACHE_FORMAT_VERSION = "3"  # 2: CinC #Dx abbreviations mapped to SNOMED-CT; 3: PTB-XL above 100 Hz without 500 Hz files
 _CHUNK = 64
 _IN_PROCESS_BELOW = 256  # a process pool costs more than it saves for a handful of records
 
