@@ -23,6 +23,7 @@ lineage, tagged on the run and shown by the model card.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,19 +155,19 @@ def _first_weight(state: dict) -> torch.Tensor:
     return next(tensor for key, tensor in state.items() if key.startswith("body.") and tensor.dim() == 3)
 
 
-def read_state_dict(path: Path) -> dict:
-    """The tensors of a checkpoint file: a state dict, or one under "model" (fastai's `Learner.save`)."""
-    if not path.is_file():
-        raise EcgtlError(f"{path}: no such checkpoint file")
+def read_state_dict(path: Path) -> tuple[dict, str]:
+    """The tensors of a checkpoint file (a state dict, or one under "model": fastai's `Learner.save`) and the
+    file's SHA-256, from one read."""
+    data = path.read_bytes()
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickles with code, truncated files: refused, never executed
         raise EcgtlError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise EcgtlError(f"{path}: not a state dict (a mapping of names to tensors, or one under 'model')")
-    return dict(loaded)
+    return dict(loaded), hashlib.sha256(data).hexdigest()
 
 
 def _layout(state: dict) -> str:
@@ -177,17 +178,17 @@ def _layout(state: dict) -> str:
     return ""
 
 
-def _read(uri: str) -> tuple[Path, dict, str]:
-    """The file a `torch:` URI names, its tensors and their layout; each problem one line."""
+def _read(uri: str) -> tuple[Path, dict, str, str]:
+    """The file a `torch:` URI names, its tensors, their layout and the file's digest; each problem one line."""
     path = Path(str(uri).partition(":")[2]).expanduser()
     if not path.is_file():
         raise EcgtlError(f"{uri}: no such checkpoint file")
-    state = read_state_dict(path)
+    state, digest = read_state_dict(path)
     layout = _layout(state)
     if not layout:
         raise EcgtlError(f"{path}: an unknown checkpoint layout (first keys: {', '.join(list(state)[:3])}); "
                          "known: ecgtl state dicts, fastai XResNet1d (Strodthoff et al.'s PTB-XL benchmark)")
-    return path, state, layout
+    return path, state, layout, digest
 
 
 def torch_contract(uri: str) -> ImportedContract:
@@ -196,7 +197,7 @@ def torch_contract(uri: str) -> ImportedContract:
 
 def load_imported(uri: str) -> ImportedEncoder:
     """The model a checkpoint file holds, its own head included, as an ecgtl model (every weight mapped)."""
-    path, state, layout = _read(uri)
+    path, state, layout, digest = _read(uri)
     if layout == "fastai-xresnet1d":
         architecture, state = _fastai_to_ecgtl(state, path)
     else:
@@ -212,7 +213,6 @@ def load_imported(uri: str) -> ImportedEncoder:
             raise EcgtlError(f"{path}: {key} has shape {tuple(tensor.shape)}; {architecture} needs "
                              f"{tuple(expected[key].shape)}")
     model.load_state_dict(state)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return ImportedEncoder(model, architecture, layout, CONTRACTS[layout], f"torch:{path.resolve()}", digest)
 
 
