@@ -6,7 +6,7 @@
     datasets = log_inputs(run)                                                   # MLflow dataset inputs
     pipeline = fit_pipeline(config.data, config.train, prepared, rows)           # the input contract
     fitted   = fit_step(model, objective, FitData.of(prepared, rows), config.train, pipeline, run_id)
-    report   = evaluate_step(model, pipeline, prepared, n_bootstrap, seed)       # val/test logits -> report
+    report   = evaluate_step(model, pipeline, prepared, n_bootstrap, seed, fitted.best_val_logits)  # -> report
     explain_step(model, pipeline, test, classes, per_class)                      # attributions (explain.py)
     result   = publish_step(model, pipeline, report, run, datasets, registration)  # bundle, card, registry
 
@@ -240,10 +240,15 @@ def fit_step(model: EcgModel, objective: Objective, data: FitData, train_config:
     return fitted
 
 
-def score_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData) -> Scores:
+def score_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData,
+               val_logits: np.ndarray | None = None) -> Scores:
+    """The model's val and test logits. `val_logits`: those the fit computed for the state the model ended in
+    (`FitResult.best_val_logits`, the same `predict_logits` on the same split), reused rather than inferred
+    again; None where the fit kept none or the outputs changed after it (a label-shift offset)."""
     val, test = prepared.split("val"), prepared.split("test")
     logits = {name: pipeline.predict_logits(model, split.signals, valid_lengths(split))
-              for name, split in (("val", val), ("test", test))}
+              for name, split in (("val", val), ("test", test)) if not (name == "val" and val_logits is not None)}
+    logits.setdefault("val", val_logits)
     return Scores(val.labels, logits["val"], test.labels, logits["test"], list(val.index["record_id"]),
                   list(test.index["record_id"]))
 
@@ -263,15 +268,15 @@ def report_step(scores: Scores, prepared: PreparedData, n_bootstrap: int, seed: 
 
 
 def evaluate_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData, n_bootstrap: int,
-                  seed: int) -> EvaluationReport | None:
-    """score -> report on the run's own val/test splits; None (and a note) when they hold no labels: a model
-    trained on data without diagnoses has nothing to report."""
+                  seed: int, val_logits: np.ndarray | None = None) -> EvaluationReport | None:
+    """score -> report on the run's own val/test splits (`val_logits`: see `score_step`); None (and a note) when
+    they hold no labels: a model trained on data without diagnoses has nothing to report."""
     if not (prepared.split("test").labels.any() and prepared.split("val").labels.any()):
         print(f"{prepared.manifest['config']['spec']}: no labels in its val/test splits; the model is logged "
               "without an evaluation report", file=sys.stderr)
         return None
     with timing.phase("evaluation"):
-        scores = score_step(model, pipeline, prepared)
+        scores = score_step(model, pipeline, prepared, val_logits)
     return report_step(scores, prepared, n_bootstrap, seed)
 
 

@@ -247,11 +247,13 @@ def finetune(config: FinetuneConfig, *, nested: bool = False, resume_run_id: str
             pipeline = fit_pipeline(config.data, train, prepared, rows)
             if start.new_head:
                 model.init_head_bias(training_priors(prepared, rows))
-            fit_step(model, Supervised(loss_weights=plan.loss_weights), FitData.of(prepared, rows), train, pipeline,
-                     run_id, resume=resume_run_id is not None)
+            fitted = fit_step(model, Supervised(loss_weights=plan.loss_weights), FitData.of(prepared, rows), train,
+                              pipeline, run_id, resume=resume_run_id is not None)
+            val_logits = fitted.best_val_logits
             if plan.output_offsets is not None:
                 model.shift_head_bias(plan.output_offsets)
-        report = evaluate_step(model, pipeline, prepared, config.n_bootstrap, train.seed)
+                val_logits = None  # the outputs moved after the fit: infer them again
+        report = evaluate_step(model, pipeline, prepared, config.n_bootstrap, train.seed, val_logits)
         if report is not None and train.explain_examples:
             explain_step(model, pipeline, prepared.split("test"), prepared.classes, train.explain_examples)
         registration = Registration(REGISTERED[config.init], champion_if_first, dict(start.lineage)) if register else None

@@ -105,15 +105,17 @@ def pretrain(config: PretrainConfig, *, nested: bool = False, resume_run_id: str
             pipeline = fit_pipeline(config.data, config.train, prepared, rows)
             if objective.uses_labels:
                 model.init_head_bias(training_priors(prepared, rows))
-                fit_step(model, objective, FitData.of(prepared, rows), train, pipeline, run_id, resume=resume)
+                fitted = fit_step(model, objective, FitData.of(prepared, rows), train, pipeline, run_id, resume=resume)
             else:
                 fit_step(model, objective, unlabelled_union(prepared, rows, extras), config.train, pipeline, run_id,
                          resume=resume)
                 head_trained, train = labelled and config.probe_epochs > 0, head_training(config)
                 if head_trained:  # the head alone on the labels: the registered model gets a report
                     model.init_head_bias(training_priors(prepared, rows))
-                    fit_step(model, Supervised(), FitData.of(prepared, rows), train, pipeline, run_id, resume=resume)
-        report = evaluate_step(model, pipeline, prepared, config.n_bootstrap, train.seed) if head_trained else None
+                    fitted = fit_step(model, Supervised(), FitData.of(prepared, rows), train, pipeline, run_id,
+                                      resume=resume)
+        report = (evaluate_step(model, pipeline, prepared, config.n_bootstrap, train.seed, fitted.best_val_logits)
+                  if head_trained else None)
         if report is not None and train.explain_examples:
             explain_step(model, pipeline, prepared.split("test"), prepared.classes, train.explain_examples)
         registration = Registration(REGISTERED_PRETRAINED, tags={runs.OBJECTIVE: config.objective}) if register else None
