@@ -12,6 +12,24 @@ def _run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def test_the_program_skips_the_final_collection_and_still_runs_exit_handlers(tmp_path):
+    """`main` freezes the objects at exit (2-3 s of garbage collection after a run, benchmarks/bench_quickstart.py);
+    exit handlers registered before and during the command still run."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "handlers.txt"
+    code = ("import atexit, gc, sys\n"
+            f"record = lambda what: open({str(marker)!r}, 'a').write(what + '\\n')\n"
+            "atexit.register(lambda: record(f'before frozen={gc.get_freeze_count() > 0}'))\n"
+            "from ecgtl.cli import cli, main\n"
+            "cli.add_command(__import__('click').command('later')(lambda: atexit.register(record, 'during')))\n"
+            "main(sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", code, "later"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text().splitlines() == ["during", "before frozen=True"]
+
+
 def test_help_lists_commands():
     listed = set(cli.commands)
     assert {"data", "pretrain", "finetune", "scratch", "evaluate", "main", "ablation", "ablation-worker", "tune",
