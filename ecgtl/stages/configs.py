@@ -85,9 +85,10 @@ class PretrainConfig:
 
     data: DataConfig = field(default_factory=lambda: DataConfig(spec=DEFAULT_SOURCE))
     model: str = "xresnet1d50"
-    # 4 epochs: on the embedded synthetic PTB-XL the test macro AUC after 4 is that after 8 (0.945 vs 0.941) and
-    # the quick start fits in two minutes; real PTB-XL wants tens of epochs (--train.epochs, docs/results-real.md).
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-2))
+    # 3 epochs: on the embedded synthetic data the model fine-tuned from it scores what one pretrained for 8 does
+    # (within a seed's spread, docs/benchmarks.md) and the quick start fits in two minutes; real PTB-XL wants tens
+    # of epochs (--train.epochs 30 in docs/results-real.md).
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-2))
     n_bootstrap: int = 1000
     objective: Objective = "supervised"
     extra_specs: str = ""
