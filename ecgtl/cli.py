@@ -345,12 +345,10 @@ def predict_command(path: Path, model_uri: str, as_json: bool, rate_policy: str)
 @click.option("--no-log", is_flag=True, help="Do not log the site as artifacts of a dashboard run.")
 def dashboard_command(experiment: str | None, out: Path, no_log: bool) -> None:
     """A static offline site of an experiment's runs (overview, classes, transfer, calibration, tuning, registry)."""
-    import os
-
     from ecgtl.dashboard import dashboard
-    from ecgtl.tracking import DEFAULT_EXPERIMENT
+    from ecgtl.tracking import experiment_name
 
-    pages = dashboard(out, experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT, log=not no_log)
+    pages = dashboard(out, experiment or experiment_name(), log=not no_log)
     click.echo(f"wrote {len(pages)} pages to {out}: open {out / 'index.html'}")
 
 

@@ -108,6 +108,11 @@ def initialise_store(uri: str) -> None:
         client.search_registered_models(max_results=1)  # registry tables
 
 
+def experiment_name() -> str:
+    """Where stages log when no experiment is named: MLFLOW_EXPERIMENT_NAME, else `ecgtl`."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
 @on_rank_zero
 def configure(experiment: str | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress lines suffice
@@ -118,7 +123,7 @@ def configure(experiment: str | None = None) -> None:
     initialise_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the experiment is already chosen
-        chosen = mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        chosen = mlflow.set_experiment(experiment or experiment_name())
         if EXPERIMENT_KIND_TAG not in chosen.tags:  # MLflow 3's UI then opens on the runs table, not GenAI views
             mlflow.MlflowClient().set_experiment_tag(chosen.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
 
@@ -556,7 +561,7 @@ def find_finished_run(stage: str, key: str) -> str | None:
     if active:
         experiments = [active.info.experiment_id]
     else:  # the experiment `configure` would choose (MLflow's own default is `Default`, where no stage logs)
-        chosen = mlflow.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        chosen = mlflow.get_experiment_by_name(experiment_name())
         if chosen is None:
             return None
         experiments = [chosen.experiment_id]

@@ -316,3 +316,19 @@ def log_untrained_model(domain: str = "time", scaling: str = "dataset", aggregat
         bundle = save_bundle(Path.cwd() / f"bundle-{domain}", model, info)
         return tracking.log_model(bundle, signals[:2], python_model=serving.pyfunc_model(),
                                   signature=serving.signature(100.0, CLASSES), metadata={})
+
+
+def assert_val_logits_are_the_logged_models(run_id: str, data, folder: Path) -> None:
+    """The val logits a run logged (its report reuses the fit's) are what its logged model computes on the val
+    split of `data` (a DataConfig), record by record."""
+    from ecgtl import tracking
+    from ecgtl.data.cache import prepare
+    from ecgtl.data.dataset import valid_lengths
+    from ecgtl.inference import load_bundle
+
+    logged = tracking.load_predictions(run_id, "val")
+    model, info = load_bundle(tracking.download_model(f"runs:/{run_id}/model", folder))
+    val = prepare(data.prepare_config()).split("val")
+    assert list(logged["record_ids"]) == list(val.index["record_id"])
+    np.testing.assert_array_equal(logged["logits"],
+                                  info.input_pipeline().predict_logits(model, val.signals, valid_lengths(val)))

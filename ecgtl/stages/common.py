@@ -246,10 +246,10 @@ def score_step(model: EcgModel, pipeline: InputPipeline, prepared: PreparedData,
     (`FitResult.best_val_logits`, the same `predict_logits` on the same split), reused rather than inferred
     again; None where the fit kept none or the outputs changed after it (a label-shift offset)."""
     val, test = prepared.split("val"), prepared.split("test")
-    logits = {name: pipeline.predict_logits(model, split.signals, valid_lengths(split))
-              for name, split in (("val", val), ("test", test)) if not (name == "val" and val_logits is not None)}
-    logits.setdefault("val", val_logits)
-    return Scores(val.labels, logits["val"], test.labels, logits["test"], list(val.index["record_id"]),
+    if val_logits is None:
+        val_logits = pipeline.predict_logits(model, val.signals, valid_lengths(val))
+    test_logits = pipeline.predict_logits(model, test.signals, valid_lengths(test))
+    return Scores(val.labels, val_logits, test.labels, test_logits, list(val.index["record_id"]),
                   list(test.index["record_id"]))
 
 
@@ -315,6 +315,7 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
     prepared, rows = run.prepared, run.rows
     config = prepared.manifest["config"]
     train = prepared.split("train")
+    architecture = model.architecture_config()  # a configured architecture's options, to rebuild it
     trained_on = [training_records(prepared, rows)] + [training_records(more) for more in run.also_trained_on]
     info = BundleInfo(
         architecture=model.architecture, classes=list(prepared.classes), label_set=config["label_set"],
@@ -323,8 +324,7 @@ def bundle_step(model: EcgModel, pipeline: InputPipeline, report: EvaluationRepo
         posterior_calibrator=report.calibrators[EM_CALIBRATION].to_dict()
         if report is not None and EM_CALIBRATION in report.calibrators else None,
         thresholds=report.thresholds.tolist() if report is not None else None,
-        extra={**run.extra, **({"architecture_config": model.architecture_config()}
-                               if model.architecture_config() is not None else {})},
+        extra={**run.extra, **({"architecture_config": architecture} if architecture is not None else {})},
         training=[t.to_dict() for t in [*run.inherited, *trained_on]],
         train_priors=train.labels[np.sort(rows)].mean(axis=0).tolist() if len(rows) else None,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import store_trained_once, use_store_copy
+from conftest import assert_val_logits_are_the_logged_models, store_trained_once, use_store_copy
 
 from ecgtl.errors import EcgtlError
 from ecgtl.evaluation.report import metric_class_name
@@ -83,26 +83,14 @@ def test_finetune_label_shift_variants_log_their_priors_and_refuse_nonsense(stor
         targets = {k: v for k, v in run.data.metrics.items() if k.startswith("train_prior_target_")}
         assert sources and len(sources) == len(targets)
         assert any(abs(sources[k] - targets[k.replace("source", "target")]) > 0.01 for k in sources)
-        _assert_val_logits_are_the_models(result.run_id, tiny.data, tmp_path / method)
+        # the logged model's, also after `reweight` moved the outputs (not the fit's)
+        assert_val_logits_are_the_logged_models(result.run_id, tiny.data, tmp_path / method)
     with pytest.raises(EcgtlError, match="head=reuse"):
         FinetuneConfig(label_shift="prior").validate()
     with pytest.raises(EcgtlError, match="init=scratch"):
         FinetuneConfig(init="scratch", label_shift="reweight").validate()
     with pytest.raises(EcgtlError, match="calibration_fraction"):
         EvaluateConfig(label_shift="em", calibration_fraction=0.5).validate()
-
-
-def _assert_val_logits_are_the_models(run_id: str, data: DataConfig, folder) -> None:
-    """The logged val logits are the logged model's: after `reweight` moved the outputs, not the fit's."""
-    from ecgtl import tracking
-    from ecgtl.data.cache import prepare
-    from ecgtl.data.dataset import valid_lengths
-    from ecgtl.inference import load_bundle
-
-    model, info = load_bundle(tracking.download_model(f"runs:/{run_id}/model", folder))
-    val = prepare(data.prepare_config()).split("val")
-    np.testing.assert_array_equal(tracking.load_predictions(run_id, "val")["logits"],
-                                  info.input_pipeline().predict_logits(model, val.signals, valid_lengths(val)))
 
 
 def test_label_shift_plan_moves_the_reused_head_by_the_offsets():

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import use_mlflow_store, use_store_copy
+from conftest import assert_val_logits_are_the_logged_models, use_mlflow_store, use_store_copy
 
 from ecgtl.stages.configs import DataConfig, FinetuneConfig, PretrainConfig
 from ecgtl.stages.finetune import finetune, scratch_config
@@ -81,21 +81,11 @@ def test_finetune_pretrains_first_as_a_nested_run_and_registers_both(store):
 def test_the_reports_val_logits_are_what_the_logged_model_computes(store):
     """The report reuses the fit's validation logits of the best epoch instead of a second inference: for the
     fine-tuned model and for its nested pretraining they equal what the logged model computes on the val split."""
-    from ecgtl.data.cache import prepare
-    from ecgtl.data.dataset import valid_lengths
-    from ecgtl.inference import load_bundle
-    from ecgtl.tracking import download_model, load_predictions
-
     client, first = store["client"], store["first"]
     run = client.get_run(first.run_id)
     nested = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{first.run_id}'")[0]
     for run_id, data in ((first.run_id, tiny_finetune().data), (nested.info.run_id, tiny_pretrain().data)):
-        logged = load_predictions(run_id, "val")
-        model, info = load_bundle(download_model(f"runs:/{run_id}/model", store["folder"] / run_id))
-        val = prepare(data.prepare_config()).split("val")
-        assert list(logged["record_ids"]) == list(val.index["record_id"])
-        np.testing.assert_array_equal(logged["logits"],
-                                      info.input_pipeline().predict_logits(model, val.signals, valid_lengths(val)))
+        assert_val_logits_are_the_logged_models(run_id, data, store["folder"] / run_id)
 
 
 def test_a_new_version_is_challenger_and_champion_stays(store):
