@@ -81,14 +81,24 @@ def _init() -> None:
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
         torch.distributed.init_process_group(backend, timeout=timeout)
+        import atexit
+
+        # Destroyed before the interpreter's teardown: left to it, the group's C++ threads were sometimes destroyed
+        # still joinable, and a rank whose work had finished aborted (SIGABRT, "terminate called without an active
+        # exception"), failing the job.
+        atexit.register(_destroy_process_group)
         folder = _status_folder()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"rank{torch.distributed.get_rank()}.pid").write_text(str(os.getpid()))
         if torch.distributed.get_rank() == 0:  # the job's status files go with it
-            import atexit
             import shutil
 
             atexit.register(shutil.rmtree, folder, True)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def device_for(device: torch.device) -> torch.device:

@@ -44,6 +44,22 @@ def _check(done: subprocess.CompletedProcess) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def test_each_rank_destroys_its_process_group_before_the_interpreter_exits(tmp_path):
+    """Left to the interpreter's teardown, the gloo group's threads sometimes aborted a rank whose work had
+    finished (SIGABRT): an exit handler destroys it first, on every rank."""
+    script = tmp_path / "group.py"
+    script.write_text(
+        "import atexit, os, sys\n"
+        f"sys.path.insert(0, {str(HERE.parents[1])!r})\n"
+        "import torch\n"
+        "from ecgtl.training import distributed\n"
+        "rank = os.environ['RANK']\n"
+        "atexit.register(lambda: open(f'rank{rank}.txt', 'w').write(str(torch.distributed.is_initialized())))\n"
+        "print(distributed.world())\n")
+    _check(_torchrun(tmp_path, script, timeout=120))
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["False", "False"]
+
+
 def test_two_processes_with_synchronised_batchnorm_reach_the_weights_of_one(tmp_path):
     """Gradual unfreezing too (DDP is rebuilt when the trainable groups change). AdamW at lr 3e-4: at 3e-3 the
     weights still differ by ~7e-5, less than one process with 2 threads instead of 1 (1e-4; docs/distributed.md)."""
